@@ -1,0 +1,32 @@
+"""softlabels: knowledge distillation built around Weighted Soft Labels and the bias-variance view.
+
+Public API::
+
+    from softlabels import losses, create_model, list_models, list_methods, load_config, train
+"""
+__version__ = "0.1.0"
+
+from softlabels import losses  # noqa: E402
+from softlabels.config import Experiment, load_config  # noqa: E402
+from softlabels.methods import get_method, list_methods  # noqa: E402
+from softlabels.models import create_model, list_models  # noqa: E402
+
+
+def train(*args, **kwargs):
+    """Run one experiment (see :func:`softlabels.engine.train`)."""
+    from softlabels.engine import train as _train
+
+    return _train(*args, **kwargs)
+
+
+__all__ = [
+    "Experiment",
+    "__version__",
+    "create_model",
+    "get_method",
+    "list_methods",
+    "list_models",
+    "load_config",
+    "losses",
+    "train",
+]
