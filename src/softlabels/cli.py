@@ -1,0 +1,127 @@
+"""The ``softlabels`` command line: parses arguments and calls the library; nothing else.
+
+Errors a user can cause print one line (``softlabels: error: ...``) and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from softlabels.errors import NonFiniteLossError, UserError
+
+
+def _cmd_train(args) -> int:
+    from softlabels.config import load_config
+    from softlabels.engine import experiment_from_run, train
+
+    if args.config is None and args.resume is None:
+        raise UserError("train needs a CONFIG file, or --resume RUN_DIR")
+    if args.config is not None and Path(args.config).is_dir() and args.resume is None:
+        raise UserError(f"{args.config} is a folder; to continue a run use: softlabels train --resume {args.config}")
+    if args.config is not None:
+        exp = load_config(args.config, args.overrides)
+    else:
+        exp = experiment_from_run(args.resume)
+        if args.overrides:
+            from softlabels.config import apply_overrides, validate_config
+
+            exp = validate_config(apply_overrides(exp.model_dump(mode="json"), args.overrides), f"{args.resume}/config.yaml")
+    summary = train(exp, resume_dir=args.resume)
+    print(json.dumps({k: summary[k] for k in ("name", "best_top1", "last_top1", "best_epoch", "wall_time_s")}))
+    print(f"run folder: {args.resume or exp.run_dir}", file=sys.stderr)
+    return 0
+
+
+def _cmd_validate(args) -> int:
+    from softlabels.config import load_config, method_params
+
+    exp = load_config(args.config, args.overrides, check_files=not args.no_files)
+    print(f"{args.config}: OK (method {exp.method.name}: {method_params(exp).model_dump()})")
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from softlabels.evaluate import evaluate_checkpoint
+
+    result = evaluate_checkpoint(args.checkpoint, split=args.split, data_root=args.data_root, device=args.device)
+    print(json.dumps(result, indent=None if args.json else 2))
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from softlabels.demo import run_demo
+
+    run_demo(out_dir=args.out, quick=args.quick, retrain_teacher=args.retrain_teacher)
+    return 0
+
+
+def _cmd_list(args) -> int:
+    from softlabels.data import list_datasets
+    from softlabels.methods import list_methods
+    from softlabels.models import list_models
+
+    what = {"models": list_models, "methods": list_methods, "datasets": list_datasets}
+    for kind in [args.kind] if args.kind else list(what):
+        print(f"{kind}: " + ", ".join(what[kind]()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="softlabels", description="Knowledge distillation with weighted soft labels.")
+    from softlabels import __version__
+
+    parser.add_argument("--version", action="version", version=f"softlabels {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a teacher or distil a student from a YAML config")
+    p.add_argument("config", nargs="?", help="experiment YAML file")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=0.1 method.temperature=2")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("validate", help="check a config without training")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--no-files", action="store_true", help="do not check that referenced checkpoints exist")
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("eval", help="top-1/top-5 of a checkpoint or run folder on its dataset")
+    p.add_argument("checkpoint", help="a .pt file or a run folder (best.pt is used)")
+    p.add_argument("--split", choices=["test", "val"], default="test")
+    p.add_argument("--data-root", help="dataset folder, if it moved since training")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="one-line JSON output")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("demo", help="Fashion-MNIST: teacher, student alone, KD and WSL, with a table")
+    p.add_argument("--out", default="runs/demo", help="folder for the demo's runs")
+    p.add_argument("--quick", action="store_true", help="a much shorter smoke run (not representative)")
+    p.add_argument("--retrain-teacher", action="store_true", help="train the teacher instead of using the shipped one")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("list", help="registered models, methods and datasets")
+    p.add_argument("kind", nargs="?", choices=["models", "methods", "datasets"])
+    p.set_defaults(func=_cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as err:
+        print(f"softlabels: error: {err}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as err:
+        print(f"softlabels: training stopped: {err}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print("softlabels: interrupted; continue with `softlabels train --resume RUN_DIR`", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

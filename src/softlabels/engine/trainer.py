@@ -1,0 +1,340 @@
+"""The Trainer: one experiment from a validated config to a finished run folder.
+
+Run folder: config.yaml (resolved), metrics.jsonl, metrics.csv, last.pt (every epoch, full
+state), best.pt (weights at the best epoch), summary.json. Data order and augmentation are a
+pure function of (seed, epoch) and the LR schedule a pure function of progress, so resuming
+from last.pt reproduces an uninterrupted run exactly on CPU.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+
+from softlabels.analysis.regularization import RegularizationTracker
+from softlabels.config import Experiment, method_params, to_yaml, validate_config
+from softlabels.data import build_data
+from softlabels.engine import checkpoint as ckpt_io
+from softlabels.engine.env import environment, seed_everything, select_device
+from softlabels.engine.metrics import RunningMeans, append_jsonl, read_jsonl, topk_correct, write_csv, write_jsonl
+from softlabels.engine.schedule import lr_at
+from softlabels.errors import CheckpointError, ConfigError, NonFiniteLossError
+from softlabels.methods import Distiller, get_method
+from softlabels.models import create_model
+from softlabels.models.base import count_parameters
+
+
+def _progress(iterable, total: int, desc: str, enabled: bool):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, num_classes: int) -> dict[str, float]:
+    """Top-1/top-5 accuracy (%) and mean CE of ``model`` on ``loader``; restores the model's mode."""
+    was_training = model.training
+    model.eval()
+    correct = {1: 0, 5: 0}
+    loss_sum, n = 0.0, 0
+    for images, targets, _ in loader:
+        logits = model(images).float()
+        loss_sum += float(nn.functional.cross_entropy(logits, targets, reduction="sum"))
+        for k, v in topk_correct(logits, targets, (1, 5)).items():
+            correct[k] += v
+        n += targets.numel()
+    model.train(was_training)
+    return {"top1": 100.0 * correct[1] / n, "top5": 100.0 * correct[5] / n, "loss": loss_sum / n}
+
+
+def load_teacher(exp: Experiment, num_classes: int, in_channels: int, device: torch.device) -> tuple[nn.Module, dict]:
+    """Build the configured teacher, load its checkpoint, check it fits the data; frozen, on device."""
+    tcfg = exp.teacher
+    ckpt = ckpt_io.load_checkpoint(tcfg.checkpoint)
+    saved_classes = ckpt.get("num_classes")
+    if saved_classes is not None and saved_classes != num_classes:
+        raise CheckpointError(
+            f"teacher checkpoint {tcfg.checkpoint} predicts {saved_classes} classes but the student/data have "
+            f"{num_classes}; use a teacher trained on the same dataset"
+        )
+    teacher = create_model(tcfg.name, tcfg.num_classes or num_classes, in_channels)
+    ckpt_io.load_model_weights(teacher, ckpt, expected_name=tcfg.name)
+    teacher.to(device).eval().requires_grad_(False)
+    info = {
+        "name": tcfg.name,
+        "checkpoint": str(tcfg.checkpoint),
+        "sha256": ckpt_io.sha256_of(ckpt["_path"]),
+        "recorded_top1": (ckpt.get("metrics") or {}).get("test_top1"),
+        "train_mode": tcfg.train_mode,
+    }
+    return teacher, info
+
+
+class Trainer:
+    """Builds data, models, method and optimizer from an :class:`Experiment` and runs it."""
+
+    def __init__(self, exp: Experiment, *, run_dir: str | Path | None = None, resume: bool = False) -> None:
+        self.exp = exp
+        self.run_dir = Path(run_dir) if run_dir is not None else exp.run_dir
+        self.resume = resume
+        if exp.runtime.threads:
+            torch.set_num_threads(exp.runtime.threads)
+        seed_everything(exp.seed, exp.runtime.deterministic)
+        self.device = select_device(exp.runtime.device)
+        self.data = build_data(exp.data, device=self.device, seed=exp.seed)
+        info = self.data.info
+        self.num_classes = exp.student.num_classes or info.num_classes
+        if self.num_classes != info.num_classes:
+            raise ConfigError(
+                f"student.num_classes is {self.num_classes} but dataset '{info.name}' has {info.num_classes} classes"
+            )
+        student = create_model(exp.student.name, self.num_classes, info.in_channels)
+        if exp.student.init:
+            ckpt_io.load_model_weights(student, ckpt_io.load_checkpoint(exp.student.init), expected_name=exp.student.name)
+        student.to(self.device)
+        teacher, self.teacher_info = None, None
+        method_cls = get_method(exp.method.name)
+        if method_cls.requires_teacher:
+            teacher, self.teacher_info = load_teacher(exp, self.num_classes, info.in_channels, self.device)
+        self.params = method_params(exp)
+        self.method: Distiller = method_cls(
+            student, teacher, self.params, teacher_train_mode=bool(exp.teacher and exp.teacher.train_mode)
+        ).to(self.device)
+        self.optimizer = self._make_optimizer()
+        self.tracker = None
+        if method_cls.logit_based and teacher is not None:
+            self.tracker = RegularizationTracker(self.num_classes, getattr(self.params, "temperature", 1.0))
+        self.start_epoch = 0
+        self.best = {"top1": -math.inf, "epoch": -1}
+        self.wall_before = 0.0
+        self._prepare_run_dir()
+
+    # ------------------------------------------------------------------ set-up
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        o = self.exp.optim
+        params = self.method.trainable_parameters()
+        if o.name == "sgd":
+            return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
+        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+
+    def _prepare_run_dir(self) -> None:
+        rd = self.run_dir
+        last = rd / "last.pt"
+        if self.resume:
+            if not last.is_file():
+                raise CheckpointError(f"cannot resume: no last.pt in {rd} (start the run without --resume)")
+            self._load_resume_state(ckpt_io.load_checkpoint(last))
+        elif last.is_file() or (rd / "metrics.jsonl").is_file():
+            raise ConfigError(
+                f"run folder {rd} already holds a run; continue it with --resume {rd}, or choose another "
+                "name/output_dir (nothing was overwritten)"
+            )
+        rd.mkdir(parents=True, exist_ok=True)
+        (rd / "config.yaml").write_text(to_yaml(self.exp))
+
+    def _load_resume_state(self, state: dict) -> None:
+        saved = state.get("config")
+        if saved is not None:
+            ours = self.exp.model_dump(mode="json")
+            diffs = _diff_keys(saved, ours)
+            diffs = [d for d in diffs if d not in {"schedule.epochs", "runtime.progress", "runtime.threads", "output_dir"}]
+            if diffs:
+                raise ConfigError(
+                    f"cannot resume {self.run_dir}: the config differs from the run's in {', '.join(diffs[:8])}; "
+                    "resume with the run's own config.yaml"
+                )
+        ckpt_io.load_model_weights(self.method.student, state)
+        self.method.auxiliary.load_state_dict(state.get("auxiliary", {}))
+        self.optimizer.load_state_dict(state["optimizer"])
+        ckpt_io.restore_rng(state["rng"])
+        self.start_epoch = int(state["epoch"])
+        self.best = dict(state["best"])
+        self.wall_before = float(state.get("wall_time_s", 0.0))
+        rows = [r for r in read_jsonl(self.run_dir / "metrics.jsonl") if r.get("epoch", 0) <= self.start_epoch]
+        write_jsonl(self.run_dir / "metrics.jsonl", rows)
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> dict:
+        exp = self.exp
+        epochs = exp.schedule.epochs
+        t_start = time.perf_counter()
+        images_seen, train_time = 0, 0.0
+        record: dict = {}
+        if self.start_epoch >= epochs:
+            print(f"run {self.run_dir} already finished {self.start_epoch} epochs", file=sys.stderr)
+        for epoch in range(self.start_epoch, epochs):
+            t0 = time.perf_counter()
+            train_stats, seen = self._train_epoch(epoch)
+            dt = time.perf_counter() - t0
+            images_seen += seen
+            train_time += dt
+            record = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"], **train_stats}
+            record["images_per_s"] = seen / dt if dt > 0 else None
+            record["epoch_time_s"] = dt
+            test = evaluate(self.method.student, self.data.test, self.num_classes)
+            record.update({f"test_{k}": v for k, v in test.items()})
+            selector = "test_top1"
+            if self.data.val is not None:
+                val = evaluate(self.method.student, self.data.val, self.num_classes)
+                record.update({f"val_{k}": v for k, v in val.items()})
+                selector = "val_top1"
+            if self.tracker is not None:
+                record.update(self.tracker.summary())
+            improved = record[selector] > self.best["top1"]
+            if improved:
+                self.best = {"top1": record[selector], "epoch": epoch + 1, "selected_by": selector}
+            wall = self.wall_before + time.perf_counter() - t_start
+            append_jsonl(self.run_dir / "metrics.jsonl", record)
+            write_csv(self.run_dir / "metrics.csv", read_jsonl(self.run_dir / "metrics.jsonl"))
+            if improved:
+                ckpt_io.save_atomic(self._weights_state(epoch + 1, record), self.run_dir / "best.pt")
+            if (epoch + 1) % exp.runtime.checkpoint_every == 0 or epoch + 1 == epochs:
+                ckpt_io.save_atomic(self._full_state(epoch + 1, record, wall), self.run_dir / "last.pt")
+            self._print_epoch(record)
+        wall = self.wall_before + time.perf_counter() - t_start
+        summary = self._summary(wall, images_seen / train_time if train_time > 0 else None)
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+    def _train_epoch(self, epoch: int) -> tuple[dict, int]:
+        """One pass over the training loader; returns (train_* metrics, images seen)."""
+        exp, method, opt = self.exp, self.method, self.optimizer
+        loader = self.data.train
+        loader.set_epoch(epoch)
+        method.train()
+        if self.tracker is not None:
+            self.tracker.reset()
+        means = RunningMeans()
+        correct, seen = 0, 0
+        steps = len(loader)
+        bar = _progress(loader, steps, f"epoch {epoch + 1}/{exp.schedule.epochs}", exp.runtime.progress)
+        t0 = time.perf_counter()
+        for step, (images, targets, _) in enumerate(bar):
+            lr = lr_at(exp.schedule, exp.optim.lr, epoch, step, steps)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            logits, terms = method(images, targets)
+            loss = sum(terms.values())
+            if not torch.isfinite(loss):
+                detail = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+                raise NonFiniteLossError(
+                    f"non-finite loss at epoch {epoch + 1}, step {step + 1}/{steps}: {detail}; lower optim.lr or "
+                    "check the data and the teacher checkpoint"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            n = targets.numel()
+            batch_correct = int((logits.detach().argmax(1) == targets).sum())
+            correct += batch_correct
+            seen += n
+            means.update({"loss": float(loss), **{f"loss_{k}": float(v) for k, v in terms.items()}}, n)
+            if self.tracker is not None and method.last_teacher_logits is not None:
+                self.tracker.update(logits, method.last_teacher_logits, targets)
+            if bar is not loader and step % 10 == 0:
+                rate = seen / max(time.perf_counter() - t0, 1e-9)
+                bar.set_postfix(loss=f"{float(loss):.3f}", acc=f"{100 * correct / seen:.1f}", img_s=f"{rate:.0f}")
+        stats = {f"train_{k}": v for k, v in means.means().items()}
+        stats["train_top1"] = 100.0 * correct / max(seen, 1)
+        return stats, seen
+
+    # ------------------------------------------------------------------ state
+    def _model_meta(self) -> dict:
+        return {
+            "format": ckpt_io.FORMAT,
+            "model_name": self.exp.student.name,
+            "num_classes": self.num_classes,
+            "in_channels": self.data.info.in_channels,
+            "dataset": self.data.info.name,
+        }
+
+    def _weights_state(self, epoch: int, record: dict) -> dict:
+        return {
+            **self._model_meta(),
+            "epoch": epoch,
+            "model": self.method.student.state_dict(),
+            "auxiliary": self.method.auxiliary.state_dict(),
+            "metrics": {k: v for k, v in record.items() if isinstance(v, (int, float))},
+            "config": self.exp.model_dump(mode="json"),
+        }
+
+    def _full_state(self, epoch: int, record: dict, wall: float) -> dict:
+        return {
+            **self._weights_state(epoch, record),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": {"name": self.exp.schedule.name, "epoch": epoch},
+            "rng": ckpt_io.capture_rng(),
+            "best": self.best,
+            "wall_time_s": wall,
+        }
+
+    def _print_epoch(self, r: dict) -> None:
+        parts = [f"epoch {r['epoch']:>3}/{self.exp.schedule.epochs}", f"loss {r['train_loss']:.4f}",
+                 f"train {r['train_top1']:.2f}", f"test {r['test_top1']:.2f}"]
+        if "val_top1" in r:
+            parts.append(f"val {r['val_top1']:.2f}")
+        if "reg_fraction" in r:
+            parts.append(f"reg {100 * r['reg_fraction']:.1f}%")
+        if r.get("images_per_s"):
+            parts.append(f"{r['images_per_s']:.0f} img/s")
+        print("  ".join(parts), file=sys.stderr, flush=True)
+
+    def _summary(self, wall: float, images_per_s: float | None) -> dict:
+        rows = read_jsonl(self.run_dir / "metrics.jsonl")
+        last = rows[-1] if rows else {}
+        best_row = next((r for r in rows if r["epoch"] == self.best["epoch"]), {})
+        if images_per_s is None:
+            rates = [r["images_per_s"] for r in rows if r.get("images_per_s")]
+            images_per_s = sum(rates) / len(rates) if rates else None
+        return {
+            "name": self.exp.name,
+            "method": self.exp.method.name,
+            "student": self.exp.student.name,
+            "student_parameters": count_parameters(self.method.student),
+            "auxiliary_parameters": sum(p.numel() for p in self.method.auxiliary.parameters()),
+            "teacher": self.teacher_info,
+            "dataset": self.data.info.name,
+            "epochs": last.get("epoch", 0),
+            "best_epoch": self.best["epoch"],
+            "best_selected_by": self.best.get("selected_by", "test_top1"),
+            "best_top1": best_row.get("test_top1"),
+            "best_top5": best_row.get("test_top5"),
+            "best_val_top1": best_row.get("val_top1"),
+            "last_top1": last.get("test_top1"),
+            "last_top5": last.get("test_top5"),
+            "wall_time_s": wall,
+            "images_per_s": images_per_s,
+            "seed": self.exp.seed,
+            "environment": environment(self.device),
+        }
+
+
+def _diff_keys(a, b, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def train(exp: Experiment, *, resume_dir: str | Path | None = None) -> dict:
+    """Run one experiment; with ``resume_dir``, continue the run saved there."""
+    trainer = Trainer(exp, run_dir=resume_dir, resume=resume_dir is not None)
+    return trainer.fit()
+
+
+def experiment_from_run(run_dir: str | Path) -> Experiment:
+    """The validated Experiment stored in a run folder's config.yaml."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir} is not a run folder (no config.yaml)")
+    return validate_config(yaml.safe_load(path.read_text()), str(path))

@@ -1,0 +1,38 @@
+"""Evaluate a saved checkpoint (or a run folder's best.pt) on its dataset."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from softlabels.config import DataConfig
+from softlabels.data import build_data
+from softlabels.engine import checkpoint as ckpt_io
+from softlabels.engine.env import select_device
+from softlabels.engine.trainer import evaluate
+from softlabels.errors import CheckpointError
+from softlabels.models import create_model
+
+
+def evaluate_checkpoint(path: str | Path, *, split: str = "test", data_root: str | None = None,
+                        device: str = "auto") -> dict:
+    """Top-1/top-5 (%) and mean CE of the checkpoint's model on its dataset's ``split``."""
+    ckpt = ckpt_io.load_checkpoint(path)
+    config = ckpt.get("config")
+    if not config or "model_name" not in ckpt:
+        raise CheckpointError(
+            f"checkpoint {ckpt['_path']} carries no config/model name (not written by softlabels); "
+            "evaluate it from Python with create_model + load_state_dict"
+        )
+    data_cfg = DataConfig.model_validate(config["data"])
+    if data_root is not None:
+        data_cfg.root = data_root
+    dev = select_device(device)
+    data = build_data(data_cfg, device=dev, seed=int(config.get("seed", 0)))
+    loader = data.val if split == "val" else data.test
+    if loader is None:
+        raise CheckpointError(f"the run of {ckpt['_path']} has no validation split (data.val_split is 0)")
+    model = create_model(ckpt["model_name"], ckpt["num_classes"], ckpt.get("in_channels", data.info.in_channels))
+    ckpt_io.load_model_weights(model, ckpt)
+    model.to(dev)
+    metrics = evaluate(model, loader, ckpt["num_classes"])
+    return {"checkpoint": ckpt["_path"], "model": ckpt["model_name"], "epoch": ckpt.get("epoch"),
+            "dataset": data.info.name, "split": split, **metrics}

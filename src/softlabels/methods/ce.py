@@ -1,0 +1,24 @@
+"""Plain cross-entropy training: teachers, and the "student alone" baseline."""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from pydantic import Field
+
+from softlabels.methods.base import Distiller, MethodParams, register_method
+
+
+class CEParams(MethodParams):
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+@register_method("ce")
+class CrossEntropy(Distiller):
+    """Loss terms: ``ce`` = CE(z_s, y) (optionally label-smoothed). No teacher."""
+
+    requires_teacher = False
+    logit_based = False
+    Params = CEParams
+
+    def forward(self, images, targets):
+        logits = self.student(images)
+        return logits, {"ce": F.cross_entropy(logits.float(), targets, label_smoothing=self.params.label_smoothing)}
