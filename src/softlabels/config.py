@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -35,8 +35,8 @@ class DataConfig(_Strict):
     name: str = "fashion_mnist"
     root: str | None = None
     download: bool = False
-    train_subset: Union[int, float, None] = None
-    val_split: Union[int, float] = 0
+    train_subset: int | float | None = None
+    val_split: int | float = 0
     batch_size: int = Field(128, ge=1)
     eval_batch_size: int = Field(512, ge=1)
     num_workers: int = Field(4, ge=0)

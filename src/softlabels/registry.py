@@ -1,7 +1,8 @@
 """A tiny name -> object registry shared by models, methods and datasets."""
 from __future__ import annotations
 
-from typing import Any, Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 from softlabels.errors import UserError
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from softlabels.losses import regularization_mask, wsl_weights
+from softlabels.losses import regularization_mask
+from softlabels.losses.wsl import WSL_EPS
 
 HIST_BINS = 10
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
@@ -28,48 +29,49 @@ class RegularizationTracker:
 
     def reset(self) -> None:
         self.n = 0
-        self.reg_t = 0
-        self.reg_1 = 0
-        self.per_class_n = torch.zeros(self.num_classes, dtype=torch.long)
-        self.per_class_reg = torch.zeros(self.num_classes, dtype=torch.long)
-        self.ce_s = 0.0
-        self.ce_t = 0.0
+        self._counts = None  # on-device [reg at T, reg at T=1, sum CE_s, sum CE_t]
+        self._per_class_n = None
+        self._per_class_reg = None
         self.weights: list[torch.Tensor] = []
 
     @torch.no_grad()
     def update(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor) -> None:
-        """student_logits, teacher_logits: (batch, classes); targets: (batch,)."""
+        """student_logits, teacher_logits: (batch, classes); targets: (batch,). No host sync."""
         s, t = student_logits.detach().float(), teacher_logits.detach().float()
         mask_t = regularization_mask(s, t, targets, self.temperature)
         ce_s = F.cross_entropy(s, targets, reduction="none")
         ce_t = F.cross_entropy(t, targets, reduction="none")
         mask_1 = ce_s < ce_t  # p_s(y) > p_t(y) at T = 1
+        counts = torch.stack([mask_t.sum().float(), mask_1.sum().float(), ce_s.sum(), ce_t.sum()])
+        per_n = torch.bincount(targets, minlength=self.num_classes)
+        per_reg = torch.bincount(targets[mask_t], minlength=self.num_classes)
+        if self._counts is None:
+            self._counts, self._per_class_n, self._per_class_reg = counts, per_n, per_reg
+        else:
+            self._counts += counts
+            self._per_class_n += per_n
+            self._per_class_reg += per_reg
         self.n += targets.numel()
-        self.reg_t += int(mask_t.sum())
-        self.reg_1 += int(mask_1.sum())
-        tc = targets.cpu()
-        self.per_class_n += torch.bincount(tc, minlength=self.num_classes)
-        self.per_class_reg += torch.bincount(tc[mask_t.cpu()], minlength=self.num_classes)
-        self.ce_s += float(ce_s.sum())
-        self.ce_t += float(ce_t.sum())
-        self.weights.append(wsl_weights(s, t, targets).cpu())
+        self.weights.append(1.0 - torch.exp(-(ce_s / (ce_t + WSL_EPS)).clamp(min=0)))
 
     def summary(self) -> dict:
+        """Fields for metrics.jsonl: counts and fractions at T and T=1, per class, weight statistics."""
         if self.n == 0:
             return {}
-        w = torch.cat(self.weights)
+        reg_t, reg_1, ce_s, ce_t = self._counts.tolist()
+        w = torch.cat(self.weights).cpu()
         q = torch.quantile(w, torch.tensor(QUANTILES))
         hist = torch.histc(w, bins=HIST_BINS, min=0.0, max=1.0)
-        per_class = (self.per_class_reg.float() / self.per_class_n.clamp(min=1).float()).tolist()
+        per_class = (self._per_class_reg.float() / self._per_class_n.clamp(min=1).float()).tolist()
         return {
-            "reg_count": self.reg_t,
-            "reg_fraction": self.reg_t / self.n,
-            "reg_count_t1": self.reg_1,
-            "reg_fraction_t1": self.reg_1 / self.n,
+            "reg_count": int(reg_t),
+            "reg_fraction": reg_t / self.n,
+            "reg_count_t1": int(reg_1),
+            "reg_fraction_t1": reg_1 / self.n,
             "reg_fraction_per_class": per_class,
             "wsl_weight_mean": float(w.mean()),
             **{f"wsl_weight_q{int(p * 100)}": float(v) for p, v in zip(QUANTILES, q)},
             "wsl_weight_hist": [int(x) for x in hist.tolist()],
-            "ce_student": self.ce_s / self.n,
-            "ce_teacher": self.ce_t / self.n,
+            "ce_student": ce_s / self.n,
+            "ce_teacher": ce_t / self.n,
         }

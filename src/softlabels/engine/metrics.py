@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -16,22 +15,6 @@ def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks: tuple[int, ...
     top = logits.topk(maxk, dim=1).indices
     hit = top.eq(targets.view(-1, 1))
     return {k: int(hit[:, : min(k, maxk)].any(dim=1).sum()) for k in ks}
-
-
-class RunningMeans:
-    """Sample-weighted means of named scalars over an epoch."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = defaultdict(float)
-        self.count = 0
-
-    def update(self, values: dict[str, float], n: int) -> None:
-        for k, v in values.items():
-            self.sums[k] += float(v) * n
-        self.count += n
-
-    def means(self) -> dict[str, float]:
-        return {k: v / max(self.count, 1) for k, v in self.sums.items()}
 
 
 def _clean(value):

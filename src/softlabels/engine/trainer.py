@@ -22,7 +22,7 @@ from softlabels.config import Experiment, method_params, to_yaml, validate_confi
 from softlabels.data import build_data
 from softlabels.engine import checkpoint as ckpt_io
 from softlabels.engine.env import environment, seed_everything, select_device
-from softlabels.engine.metrics import RunningMeans, append_jsonl, read_jsonl, topk_correct, write_csv, write_jsonl
+from softlabels.engine.metrics import append_jsonl, read_jsonl, topk_correct, write_csv, write_jsonl
 from softlabels.engine.schedule import lr_at
 from softlabels.errors import CheckpointError, ConfigError, NonFiniteLossError
 from softlabels.methods import Distiller, get_method
@@ -212,8 +212,10 @@ class Trainer:
         method.train()
         if self.tracker is not None:
             self.tracker.reset()
-        means = RunningMeans()
-        correct, seen = 0, 0
+        names: list[str] | None = None
+        sums = None  # on-device running sums of [loss, *terms] weighted by batch size; one sync per epoch
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        seen = 0
         steps = len(loader)
         bar = _progress(loader, steps, f"epoch {epoch + 1}/{exp.schedule.epochs}", exp.runtime.progress)
         t0 = time.perf_counter()
@@ -224,7 +226,7 @@ class Trainer:
             logits, terms = method(images, targets)
             loss = sum(terms.values())
             if not torch.isfinite(loss):
-                detail = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+                detail = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
                 raise NonFiniteLossError(
                     f"non-finite loss at epoch {epoch + 1}, step {step + 1}/{steps}: {detail}; lower optim.lr or "
                     "check the data and the teacher checkpoint"
@@ -233,17 +235,20 @@ class Trainer:
             loss.backward()
             opt.step()
             n = targets.numel()
-            batch_correct = int((logits.detach().argmax(1) == targets).sum())
-            correct += batch_correct
+            values = torch.stack([loss.detach(), *(v.detach().float() for v in terms.values())]) * n
+            if sums is None:
+                names, sums = ["loss", *(f"loss_{k}" for k in terms)], values
+            else:
+                sums += values
+            correct += (logits.detach().argmax(1) == targets).sum()
             seen += n
-            means.update({"loss": float(loss), **{f"loss_{k}": float(v) for k, v in terms.items()}}, n)
             if self.tracker is not None and method.last_teacher_logits is not None:
                 self.tracker.update(logits, method.last_teacher_logits, targets)
-            if bar is not loader and step % 10 == 0:
+            if bar is not loader and step % 20 == 0:
                 rate = seen / max(time.perf_counter() - t0, 1e-9)
-                bar.set_postfix(loss=f"{float(loss):.3f}", acc=f"{100 * correct / seen:.1f}", img_s=f"{rate:.0f}")
-        stats = {f"train_{k}": v for k, v in means.means().items()}
-        stats["train_top1"] = 100.0 * correct / max(seen, 1)
+                bar.set_postfix(loss=f"{float(loss):.3f}", acc=f"{100 * int(correct) / seen:.1f}", img_s=f"{rate:.0f}")
+        stats = {f"train_{k}": v / max(seen, 1) for k, v in zip(names or [], (sums.tolist() if sums is not None else []))}
+        stats["train_top1"] = 100.0 * int(correct) / max(seen, 1)
         return stats, seen
 
     # ------------------------------------------------------------------ state
@@ -338,3 +343,20 @@ def experiment_from_run(run_dir: str | Path) -> Experiment:
     if not path.is_file():
         raise CheckpointError(f"{run_dir} is not a run folder (no config.yaml)")
     return validate_config(yaml.safe_load(path.read_text()), str(path))
+
+
+def run_or_resume(exp: Experiment) -> dict:
+    """Skip a finished run (return its summary), resume an unfinished one, or start a new one.
+
+    A run is finished when its summary.json exists and records ``schedule.epochs`` epochs.
+    """
+    rd = exp.run_dir
+    summary_path = rd / "summary.json"
+    if summary_path.is_file():
+        summary = json.loads(summary_path.read_text())
+        if summary.get("epochs") == exp.schedule.epochs:
+            return summary
+    resume = (rd / "last.pt").is_file()
+    if not resume and (rd / "metrics.jsonl").is_file():
+        (rd / "metrics.jsonl").unlink()  # killed before its first checkpoint: nothing to keep
+    return Trainer(exp, run_dir=rd, resume=resume).fit()

@@ -15,7 +15,7 @@ from torch import nn
 
 from softlabels.registry import Registry
 
-METHODS: Registry[type["Distiller"]] = Registry("method")
+METHODS: Registry[type[Distiller]] = Registry("method")
 
 
 def register_method(name: str, *aliases: str):
@@ -64,7 +64,7 @@ class Distiller(nn.Module):
             teacher.requires_grad_(False)
             teacher.train(teacher_train_mode)
 
-    def train(self, mode: bool = True) -> "Distiller":
+    def train(self, mode: bool = True) -> Distiller:
         super().train(mode)
         if self.teacher is not None:
             self.teacher.train(mode and self.teacher_train_mode)

@@ -1,0 +1,125 @@
+"""``softlabels demo``: Fashion-MNIST teacher -> student alone / KD / WSL, and a table of top-1.
+
+The teacher is the checkpoint shipped in ``softlabels/assets/teachers`` (trained by this
+project with the config and log stored beside it; its sha256 is checked) or, with
+``--retrain-teacher`` or when the file is missing or altered, trained here. Finished runs in
+the output folder are reused and unfinished ones resumed, so the demo can be re-run cheaply.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from softlabels.config import validate_config
+from softlabels.engine.checkpoint import sha256_of
+from softlabels.engine.trainer import run_or_resume
+
+ASSETS = Path(__file__).parent / "assets" / "teachers"
+TEACHER_NAME = "fashion_mnist_resnet20"
+
+# The low-data regime where distillation matters: 10% of Fashion-MNIST (600 images a class).
+BASE = {
+    "seed": 0,
+    "data": {"name": "fashion_mnist", "train_subset": 0.1, "batch_size": 128, "crop_padding": 2, "flip": True},
+    "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": True},
+    "schedule": {"name": "cosine", "epochs": 15, "warmup_epochs": 1},
+    "runtime": {"progress": True},
+}
+TEACHER = {"student": {"name": "resnet20"}, "method": {"name": "ce"}, "schedule": {"epochs": 30}}
+STUDENT_MODEL = "resnet8"
+STUDENTS = {
+    "student alone": {"method": {"name": "ce"}},
+    "KD": {"method": {"name": "kd", "temperature": 4.0, "ce_weight": 0.1, "kd_weight": 0.9}},
+    "WSL": {"method": {"name": "wsl", "temperature": 4.0, "alpha": 2.25}},
+}
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in extra.items():
+        out[k] = _merge(out.get(k, {}), v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def teacher_config(out_dir: Path, quick: bool = False) -> dict:
+    cfg = _merge(BASE, TEACHER)
+    cfg.update(name="teacher", output_dir=str(out_dir))
+    if quick:
+        cfg = _merge(cfg, {"schedule": {"epochs": 2}, "data": {"train_subset": 0.02}})
+    return cfg
+
+
+def shipped_teacher() -> Path | None:
+    """The committed teacher checkpoint if present and its sha256 matches the manifest."""
+    manifest = ASSETS / f"{TEACHER_NAME}.json"
+    ckpt = ASSETS / f"{TEACHER_NAME}.pt"
+    if not (manifest.is_file() and ckpt.is_file()):
+        return None
+    expected = json.loads(manifest.read_text())["sha256"]
+    if sha256_of(ckpt) != expected:
+        print(f"warning: {ckpt} does not match its recorded sha256; training a teacher instead", file=sys.stderr)
+        return None
+    return ckpt
+
+
+def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False, retrain_teacher: bool = False) -> dict:
+    """Run the demo; returns {row: {"top1": best, "last_top1": last}} and writes results.json/.md."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    rows: dict[str, dict] = {}
+
+    teacher_ckpt = None if (retrain_teacher or quick) else shipped_teacher()
+    if teacher_ckpt is None:
+        print("training the teacher (resnet20) ...", file=sys.stderr)
+        summary = run_or_resume(validate_config(teacher_config(out, quick), "<demo teacher>"))
+        teacher_ckpt = out / "teacher" / "best.pt"
+        rows["teacher (resnet20)"] = summary
+    else:
+        manifest = json.loads((ASSETS / f"{TEACHER_NAME}.json").read_text())
+        rows["teacher (resnet20)"] = {"best_top1": manifest["best_top1"], "last_top1": manifest["last_top1"],
+                                      "source": f"shipped checkpoint {teacher_ckpt.name}"}
+        print(f"using the shipped teacher {teacher_ckpt} (sha256 checked)", file=sys.stderr)
+
+    for label, extra in STUDENTS.items():
+        run_name = label.split()[0].lower()
+        cfg = _merge(BASE, extra)
+        cfg.update(name=run_name, output_dir=str(out), student={"name": STUDENT_MODEL})
+        if extra["method"]["name"] != "ce":
+            cfg["teacher"] = {"name": "resnet20", "checkpoint": str(teacher_ckpt)}
+        if quick:
+            cfg = _merge(cfg, {"schedule": {"epochs": 2}, "data": {"train_subset": 0.02}})
+        print(f"training {label} ({STUDENT_MODEL}) ...", file=sys.stderr)
+        rows[f"{label} ({STUDENT_MODEL})"] = run_or_resume(validate_config(cfg, f"<demo {run_name}>"))
+
+    elapsed = time.perf_counter() - t0
+    table = {k: {"best_top1": v["best_top1"], "last_top1": v["last_top1"]} for k, v in rows.items()}
+    lines = ["| run | best top-1 (%) | last top-1 (%) |", "|---|---|---|"]
+    lines += [f"| {k} | {v['best_top1']:.2f} | {v['last_top1']:.2f} |" for k, v in table.items()]
+    text = "\n".join(lines)
+    print("\nFashion-MNIST, 10% of the training set" + (" (quick smoke run)" if quick else ""))
+    print(text)
+    print(f"\nwall time: {elapsed:.0f} s; run folders under {out}")
+    (out / "results.md").write_text(text + "\n")
+    (out / "results.json").write_text(json.dumps({"rows": table, "wall_time_s": elapsed, "quick": quick}, indent=2))
+    return table
+
+
+def publish_teacher(run_dir: str | Path) -> Path:
+    """Copy a finished teacher run into the package assets with its config, log and sha256 (maintainers)."""
+    rd = Path(run_dir)
+    ASSETS.mkdir(parents=True, exist_ok=True)
+    dest = ASSETS / f"{TEACHER_NAME}.pt"
+    shutil.copyfile(rd / "best.pt", dest)
+    shutil.copyfile(rd / "config.yaml", ASSETS / f"{TEACHER_NAME}.config.yaml")
+    shutil.copyfile(rd / "metrics.jsonl", ASSETS / f"{TEACHER_NAME}.metrics.jsonl")
+    summary = json.loads((rd / "summary.json").read_text())
+    manifest = {"sha256": sha256_of(dest), "best_top1": summary["best_top1"], "last_top1": summary["last_top1"],
+                "best_epoch": summary["best_epoch"], "wall_time_s": summary["wall_time_s"],
+                "environment": summary["environment"]}
+    (ASSETS / f"{TEACHER_NAME}.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return dest

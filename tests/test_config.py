@@ -1,0 +1,123 @@
+"""Config loading, validation messages and dotted overrides."""
+import pytest
+import yaml
+
+from softlabels.config import apply_overrides, load_config, parse_override, validate_config
+from softlabels.errors import ConfigError
+
+
+def write(tmp_path, cfg, name="exp.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_valid_config_round_trip(tmp_path, tiny):
+    exp = load_config(write(tmp_path, tiny(tmp_path)))
+    assert exp.student.name == "resnet8" and exp.schedule.epochs == 2
+
+
+def test_unknown_key_names_file_and_key(tmp_path, tiny):
+    cfg = tiny(tmp_path)
+    cfg["optim"]["lrr"] = 0.1
+    path = write(tmp_path, cfg)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "optim.lrr" in str(err.value) and str(path) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "key,value,needle",
+    [
+        (("optim", "lr"), -0.1, "optim.lr"),
+        (("optim", "lr"), "fast", "optim.lr"),
+        (("schedule", "epochs"), 0, "schedule.epochs"),
+        (("data", "train_subset"), 1.5, "data.train_subset"),
+        (("data", "batch_size"), 0, "data.batch_size"),
+    ],
+)
+def test_impossible_values(tmp_path, tiny, key, value, needle):
+    cfg = tiny(tmp_path)
+    cfg[key[0]][key[1]] = value
+    with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
+        load_config(write(tmp_path, cfg))
+
+
+def test_method_params_validated_with_method_prefix(tmp_path, tiny):
+    cfg = tiny(tmp_path, method={"name": "kd", "temperature": 0}, teacher={"name": "resnet8", "checkpoint": "x.pt"})
+    with pytest.raises(ConfigError, match=r"method\.temperature"):
+        validate_config(cfg, "exp.yaml", check_files=False)
+    cfg["method"] = {"name": "kd", "temprature": 4}
+    with pytest.raises(ConfigError, match=r"unknown key 'method\.temprature'"):
+        validate_config(cfg, "exp.yaml", check_files=False)
+
+
+def test_unknown_method_and_model(tmp_path, tiny):
+    with pytest.raises(ConfigError, match="method 'nope'.*known: .*wsl"):
+        validate_config(tiny(tmp_path, method={"name": "nope"}))
+    cfg = tiny(tmp_path)
+    cfg["student"]["name"] = "resnet9000"
+    with pytest.raises(ConfigError, match="student.name"):
+        validate_config(cfg)
+
+
+def test_distillation_needs_teacher(tmp_path, tiny):
+    with pytest.raises(ConfigError, match="teacher"):
+        validate_config(tiny(tmp_path, method={"name": "wsl"}), "exp.yaml")
+
+
+def test_missing_teacher_checkpoint_file(tmp_path, tiny):
+    cfg = tiny(tmp_path, method={"name": "wsl"}, teacher={"name": "resnet8", "checkpoint": str(tmp_path / "no.pt")})
+    with pytest.raises(ConfigError, match=r"teacher\.checkpoint.*no\.pt"):
+        validate_config(cfg, "exp.yaml")
+
+
+def test_class_count_mismatch(tmp_path, tiny):
+    cfg = tiny(tmp_path, method={"name": "kd"}, teacher={"name": "resnet8", "checkpoint": "t.pt", "num_classes": 10})
+    cfg["student"]["num_classes"] = 100
+    with pytest.raises(ConfigError, match="num_classes"):
+        validate_config(cfg, check_files=False)
+
+
+def test_missing_config_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [1, 2\nstudent: {")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*line"):
+        load_config(bad)
+    lst = tmp_path / "list.yaml"
+    lst.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(lst)
+
+
+def test_yaml_tags_are_not_executed(tmp_path):
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("name: !!python/object/apply:os.system ['echo hacked']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(evil)
+
+
+def test_overrides(tmp_path, tiny):
+    path = write(tmp_path, tiny(tmp_path))
+    exp = load_config(path, ["optim.lr=0.2", "schedule.milestones=[1, 2]", "runtime.device=cpu", "data.augment=false"])
+    assert exp.optim.lr == 0.2 and exp.schedule.milestones == [1, 2] and exp.data.augment is False
+    assert parse_override("a.b.c=3") == (["a", "b", "c"], 3)
+    assert apply_overrides({"a": {"b": 1}}, ["a.c=x"]) == {"a": {"b": 1, "c": "x"}}
+    with pytest.raises(ConfigError, match="key.subkey=value"):
+        parse_override("optim.lr")
+    with pytest.raises(ConfigError, match=r"optim\.lr"):
+        load_config(path, ["optim.lr=-1"])
+    with pytest.raises(ConfigError, match="not a section"):
+        apply_overrides({"a": 1}, ["a.b=2"])
+
+
+def test_shipped_configs_validate():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    files = sorted(root.rglob("*.yaml"))
+    assert len(files) >= 10
+    for f in files:
+        validate_config(yaml.safe_load(f.read_text()), str(f), check_files=False)

@@ -1,0 +1,175 @@
+"""End-to-end training on synthetic data: run folder, checkpoints, exact resume after a kill."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+
+from softlabels.config import validate_config
+from softlabels.engine import Trainer, train
+from softlabels.engine.checkpoint import load_checkpoint, save_atomic, sha256_of
+from softlabels.engine.schedule import lr_at
+from softlabels.errors import CheckpointError, ConfigError, NonFiniteLossError
+
+
+def test_teacher_then_wsl_writes_a_complete_run_folder(tmp_path, tiny, tiny_teacher):
+    exp = validate_config(tiny(tmp_path, name="wsl", method={"name": "wsl"},
+                               teacher={"name": "resnet8", "checkpoint": str(tiny_teacher)}, epochs=2))
+    summary = train(exp)
+    rd = tmp_path / "wsl"
+    for f in ("config.yaml", "metrics.jsonl", "metrics.csv", "last.pt", "best.pt", "summary.json"):
+        assert (rd / f).is_file(), f
+    rows = [json.loads(line) for line in (rd / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for key in ("train_loss_ce", "train_loss_wsl", "test_top1", "test_top5", "reg_fraction", "reg_fraction_t1",
+                "wsl_weight_mean", "wsl_weight_hist", "ce_teacher"):
+        assert key in rows[0], key
+    assert 0 <= rows[0]["reg_fraction"] <= 1 and sum(rows[0]["wsl_weight_hist"]) == 192
+    csv_header = (rd / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "test_top1" in csv_header and "wsl_weight_hist" not in csv_header
+    saved = json.loads((rd / "summary.json").read_text())
+    assert saved == json.loads(json.dumps(summary))
+    assert saved["teacher"]["sha256"] == sha256_of(tiny_teacher)
+    assert saved["best_top1"] == max(r["test_top1"] for r in rows) and saved["last_top1"] == rows[-1]["test_top1"]
+    assert saved["environment"]["torch"] == torch.__version__ and saved["images_per_s"] > 0
+    assert yaml.safe_load((rd / "config.yaml").read_text())["method"]["name"] == "wsl"
+    last = load_checkpoint(rd / "last.pt")
+    assert last["epoch"] == 2 and {"optimizer", "rng", "best", "config"} <= set(last)
+
+
+def test_teacher_is_not_trained_during_distillation(tmp_path, tiny, tiny_teacher):
+    exp = validate_config(tiny(tmp_path, name="kd", method={"name": "kd"},
+                               teacher={"name": "resnet8", "checkpoint": str(tiny_teacher)}, epochs=1))
+    trainer = Trainer(exp)
+    before = {k: v.clone() for k, v in trainer.method.teacher.state_dict().items()}
+    opt_ids = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert not opt_ids & {id(p) for p in trainer.method.teacher.parameters()}
+    trainer.fit()
+    for k, v in trainer.method.teacher.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_val_split_selects_best_on_validation(tmp_path, tiny):
+    cfg = tiny(tmp_path, epochs=2)
+    cfg["data"]["val_split"] = 0.25
+    summary = train(validate_config(cfg))
+    assert summary["best_selected_by"] == "val_top1" and summary["best_val_top1"] is not None
+
+
+def test_existing_run_folder_is_never_overwritten(tmp_path, tiny):
+    exp = validate_config(tiny(tmp_path, epochs=1))
+    train(exp)
+    with pytest.raises(ConfigError, match="already holds a run.*--resume"):
+        train(exp)
+
+
+def test_resume_refuses_a_different_config(tmp_path, tiny):
+    exp = validate_config(tiny(tmp_path, epochs=1))
+    train(exp)
+    other = validate_config({**tiny(tmp_path, epochs=1), "optim": {"lr": 0.01}})
+    with pytest.raises(ConfigError, match="optim.lr"):
+        train(other, resume_dir=tmp_path / "run")
+
+
+def test_resume_without_checkpoint(tmp_path, tiny):
+    with pytest.raises(CheckpointError, match="no last.pt"):
+        train(validate_config(tiny(tmp_path)), resume_dir=tmp_path / "nothing")
+
+
+def test_non_finite_loss_names_epoch_step_and_terms(tmp_path, tiny, monkeypatch):
+    from softlabels.methods.ce import CrossEntropy
+
+    def broken(self, images, targets):
+        logits = self.student(images)
+        return logits, {"ce": logits.sum() * float("nan")}
+
+    monkeypatch.setattr(CrossEntropy, "forward", broken)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 1/\d+: ce=nan"):
+        train(validate_config(tiny(tmp_path)))
+
+
+def test_corrupt_checkpoints_are_named(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="bad.pt.*corrupt"):
+        load_checkpoint(bad)
+    good = tmp_path / "good.pt"
+    save_atomic({"model": {"w": torch.ones(3)}}, good)
+    truncated = tmp_path / "trunc.pt"
+    truncated.write_bytes(good.read_bytes()[:50])
+    with pytest.raises(CheckpointError, match="trunc.pt"):
+        load_checkpoint(truncated)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "absent.pt")
+
+
+def test_teacher_checkpoint_mismatch_is_reported(tmp_path, tiny, tiny_teacher):
+    cfg = tiny(tmp_path, name="kd", method={"name": "kd"}, teacher={"name": "resnet14", "checkpoint": str(tiny_teacher)})
+    with pytest.raises(CheckpointError, match="resnet8.*resnet14"):
+        Trainer(validate_config(cfg))
+
+
+def test_lr_schedules():
+    from softlabels.config import ScheduleConfig
+
+    ms = ScheduleConfig(name="multistep", epochs=10, milestones=[5, 8], gamma=0.1)
+    assert lr_at(ms, 1.0, 4, 0, 10) == 1.0
+    assert lr_at(ms, 1.0, 5, 0, 10) == pytest.approx(0.1)
+    assert lr_at(ms, 1.0, 9, 3, 10) == pytest.approx(0.01)
+    cos = ScheduleConfig(name="cosine", epochs=10, warmup_epochs=2, milestones=[])
+    assert lr_at(cos, 1.0, 0, 0, 10) == pytest.approx(0.05)  # first warm-up step
+    assert lr_at(cos, 1.0, 1, 9, 10) == pytest.approx(1.0)  # end of warm-up
+    assert lr_at(cos, 1.0, 6, 0, 10) == pytest.approx(0.5)  # half-way through the cosine
+    assert lr_at(cos, 1.0, 9, 10, 10) == pytest.approx(0.0, abs=1e-12)
+
+
+def _run_cli(args, cwd):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "softlabels.cli", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@pytest.mark.slow
+def test_kill_and_resume_reaches_identical_weights(tmp_path, tiny, tiny_teacher):
+    """Kill a WSL run after its first checkpoint, resume it, compare with an uninterrupted run."""
+    def config(name):
+        cfg = tiny(tmp_path, name=name, method={"name": "wsl"},
+                   teacher={"name": "resnet8", "checkpoint": str(tiny_teacher)}, epochs=4)
+        cfg["data"]["synthetic"]["train_size"] = 1536
+        cfg["runtime"]["threads"] = 1
+        cfg["schedule"] = {"name": "cosine", "epochs": 4, "warmup_epochs": 1}
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        return path
+
+    full = _run_cli(["train", str(config("full"))], tmp_path)
+    assert full.wait(timeout=300) == 0, full.stderr.read().decode()
+
+    killed = _run_cli(["train", str(config("killed"))], tmp_path)
+    last = tmp_path / "killed" / "last.pt"
+    deadline = time.time() + 120
+    while not last.exists() and time.time() < deadline and killed.poll() is None:
+        time.sleep(0.01)
+    time.sleep(0.3)  # let it get into the next epoch
+    assert killed.poll() is None, "the run finished before it could be killed; make its epochs longer"
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    interrupted_at = load_checkpoint(last)["epoch"]
+    assert 1 <= interrupted_at < 4
+
+    resumed = _run_cli(["train", "--resume", str(tmp_path / "killed")], tmp_path)
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read().decode()
+    a = load_checkpoint(tmp_path / "full" / "last.pt")
+    b = load_checkpoint(last)
+    assert a["epoch"] == b["epoch"] == 4
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    rows = [json.loads(r) for r in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    full_rows = [json.loads(r) for r in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["test_top1"] for r in rows] == [r["test_top1"] for r in full_rows]
