@@ -1,0 +1,264 @@
+"""ImageNet (or any ImageFolder with train/ and val/) through a worker-based DataLoader.
+
+Augmentation is seeded per item from (seed, epoch, original index), so a batch is the same
+whatever ``num_workers`` is and whether the run was resumed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from softlabels.data.base import (
+    STREAM_IMAGE_AUG,
+    STREAM_LOADER,
+    STREAM_ORDER,
+    DataBundle,
+    DatasetInfo,
+    derive_seed,
+    option,
+    positive_int,
+    register_dataset,
+)
+from softlabels.data.base import generator as seeded_generator
+from softlabels.data.splits import num_batches, subset_and_split
+from softlabels.errors import DataError, UserError
+
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+#: training crop / evaluation centre crop, and the evaluation resize, in pixels (tests shrink them).
+CROP_SIZE = 224
+RESIZE_SIZE = 256
+#: used when ``data.root`` is None.
+DEFAULT_ROOT = Path("data") / "imagenet"
+
+
+def train_transform(crop: int, flip: bool = True) -> Callable:
+    """RandomResizedCrop(crop, scale (0.08, 1)) [+ RandomHorizontalFlip] + ToTensor + Normalize."""
+    from torchvision import transforms as T
+
+    steps = [T.RandomResizedCrop(crop, scale=(0.08, 1.0))]
+    if flip:
+        steps.append(T.RandomHorizontalFlip())
+    steps += [T.ToTensor(), T.Normalize(MEAN, STD)]
+    return T.Compose(steps)
+
+
+def eval_transform(crop: int, resize: int) -> Callable:
+    """Resize(resize) + CenterCrop(crop) + ToTensor + Normalize."""
+    from torchvision import transforms as T
+
+    return T.Compose([T.Resize(resize), T.CenterCrop(crop), T.ToTensor(), T.Normalize(MEAN, STD)])
+
+
+class IndexedImages(Dataset):
+    """Items ``(image float32 (3, crop, crop), target int, original index int)`` of an ImageFolder.
+
+    Keys are ``(position, epoch)`` pairs from :class:`EpochSampler`; when ``randomized``, the
+    transform runs under a torch RNG seeded from (seed, epoch, original index) and restored after.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[tuple[str, int]],
+        indices: torch.Tensor,
+        transform: Callable,
+        loader: Callable,
+        seed: int,
+        randomized: bool,
+    ) -> None:
+        self.samples = list(samples)
+        self.indices = [int(i) for i in indices]
+        self.transform = transform
+        self.loader = loader
+        self.seed = seed
+        self.randomized = randomized
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, key: tuple[int, int] | int) -> tuple[torch.Tensor, int, int]:
+        position, epoch = (key, 0) if isinstance(key, int) else key
+        original = self.indices[position]
+        path, target = self.samples[original]
+        try:
+            image = self.loader(path)
+        except OSError as err:
+            raise DataError(f"cannot read image {path}: {err}") from None
+        if self.randomized:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(derive_seed(self.seed, epoch, original, STREAM_IMAGE_AUG))
+                x = self.transform(image)
+        else:
+            x = self.transform(image)
+        return x, target, original
+
+
+class EpochSampler(Sampler):
+    """Yields ``(position, epoch)`` for positions 0..n-1, shuffled by (seed, epoch) when ``shuffle``."""
+
+    def __init__(self, n: int, shuffle: bool, seed: int) -> None:
+        self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.shuffle:
+            order = torch.randperm(self.n, generator=seeded_generator(self.seed, self.epoch, STREAM_ORDER)).tolist()
+        else:
+            order = range(self.n)
+        epoch = self.epoch
+        return ((p, epoch) for p in order)
+
+
+class FolderLoader:
+    """A ``DataLoader`` over image files with the same interface as ``InMemoryLoader``.
+
+    Yields ``(images float32 (B, 3, crop, crop), targets int64 (B,), indices int64 (B,))`` on
+    ``device``; ``indices`` are positions in the full ImageFolder (sorted file order). Attributes:
+    ``num_samples``, ``full_size``, ``indices``, ``dataset_labels`` (CPU, aligned with ``indices``),
+    ``batch_size``, ``shuffle``, ``augment``, ``drop_last``, ``epoch``; :meth:`set_epoch`.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[tuple[str, int]],
+        indices: torch.Tensor,
+        transform: Callable,
+        image_loader: Callable,
+        *,
+        batch_size: int,
+        device: torch.device,
+        shuffle: bool = False,
+        augment: bool = False,
+        drop_last: bool = False,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        self.device = torch.device(device)
+        self.full_size = len(samples)
+        self.indices = indices.long().cpu()
+        self.dataset_labels = torch.as_tensor([samples[int(i)][1] for i in self.indices], dtype=torch.long)
+        self.num_samples = int(self.indices.numel())
+        self.batch_size, self.shuffle, self.augment, self.drop_last = batch_size, shuffle, augment, drop_last
+        self.dataset = IndexedImages(samples, self.indices, transform, image_loader, seed, randomized=augment)
+        self.sampler = EpochSampler(self.num_samples, shuffle, seed)
+        self.loader = DataLoader(
+            self.dataset,
+            batch_size=batch_size,
+            sampler=self.sampler,
+            num_workers=num_workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=num_workers > 0,
+            drop_last=drop_last,
+            generator=seeded_generator(seed, STREAM_LOADER),
+        )
+
+    @property
+    def epoch(self) -> int:
+        return self.sampler.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose order and augmentation the next iteration uses."""
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return num_batches(self.num_samples, self.batch_size, self.drop_last)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        for images, targets, indices in self.loader:
+            yield (
+                images.to(self.device, non_blocking=True),
+                targets.to(self.device, non_blocking=True),
+                indices.to(self.device, non_blocking=True),
+            )
+
+
+def _image_folder(path: Path) -> Any:
+    from torchvision.datasets import ImageFolder
+
+    if not path.is_dir():
+        raise DataError(
+            f"ImageNet folder {path} does not exist; set data.root to a folder with train/ and val/ "
+            "(one sub-folder of images per class)"
+        )
+    try:
+        return ImageFolder(str(path))
+    except (FileNotFoundError, OSError) as err:
+        raise DataError(f"ImageNet folder {path}: {err}") from None
+
+
+@register_dataset("imagenet")
+def build_imagenet(cfg: Any, device: torch.device, seed: int) -> DataBundle:
+    """ImageFolder loaders for ``root/train`` (train, and val when ``val_split``) and ``root/val`` (test)."""
+    root = Path(option(cfg, "root") or DEFAULT_ROOT)
+    train_folder = _image_folder(root / "train")
+    test_folder = _image_folder(root / "val")
+    if test_folder.classes != train_folder.classes:
+        raise DataError(
+            f"{root / 'val'} and {root / 'train'} have different class folders "
+            f"({len(test_folder.classes)} vs {len(train_folder.classes)})"
+        )
+    batch_size = positive_int(cfg, "batch_size")
+    eval_batch_size = positive_int(cfg, "eval_batch_size", batch_size)
+    num_workers = positive_int(cfg, "num_workers", 0, minimum=0)
+    augment = bool(option(cfg, "augment", True))
+    flip = bool(option(cfg, "flip", True))
+    drop_last = bool(option(cfg, "drop_last", False))
+    labels = torch.as_tensor(train_folder.targets, dtype=torch.long)
+    train_idx, val_idx = subset_and_split(labels, option(cfg, "train_subset"), option(cfg, "val_split", 0), seed)
+    if drop_last and train_idx.numel() < batch_size:
+        raise UserError(
+            f"data.drop_last is true but the training set has only {train_idx.numel()} images, "
+            f"fewer than data.batch_size = {batch_size}"
+        )
+    crop, resize = CROP_SIZE, RESIZE_SIZE
+    evaluate = eval_transform(crop, resize)
+    common = {"device": device, "num_workers": num_workers, "seed": seed}
+    train_loader = FolderLoader(
+        train_folder.samples,
+        train_idx,
+        train_transform(crop, flip) if augment else evaluate,
+        train_folder.loader,
+        batch_size=batch_size,
+        shuffle=True,
+        augment=augment,
+        drop_last=drop_last,
+        **common,
+    )
+    val_loader = None
+    if val_idx.numel():
+        val_loader = FolderLoader(
+            train_folder.samples, val_idx, evaluate, train_folder.loader, batch_size=eval_batch_size, **common
+        )
+    test_loader = FolderLoader(
+        test_folder.samples,
+        torch.arange(len(test_folder.samples)),
+        evaluate,
+        test_folder.loader,
+        batch_size=eval_batch_size,
+        **common,
+    )
+    info = DatasetInfo(
+        name="imagenet",
+        num_classes=len(train_folder.classes),
+        in_channels=3,
+        image_size=crop,
+        mean=MEAN,
+        std=STD,
+        train_size=int(train_idx.numel()),
+        val_size=int(val_idx.numel()),
+        test_size=len(test_folder.samples),
+        full_train_size=len(train_folder.samples),
+        full_test_size=len(test_folder.samples),
+        class_names=tuple(train_folder.classes),
+    )
+    return DataBundle(info=info, train=train_loader, val=val_loader, test=test_loader)
