@@ -51,6 +51,9 @@ def test_train_eval_and_resume_commands(tmp_path, tiny, tiny_teacher, capsys):
     assert main(["train", path, "method.temperature=2"]) == 2
     assert "--resume" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path / "wsl")]) == 0
+    assert main(["train", "--resume", str(tmp_path / "wsl"), "runtime.progress=false"]) == 0
+    assert main(["train", "--resume", str(tmp_path / "wsl"), "optim.lr=0.3"]) == 2
+    assert "optim.lr" in capsys.readouterr().err
 
 
 def test_train_user_errors_are_one_line(tmp_path, capsys):

@@ -16,6 +16,8 @@ def _cmd_train(args) -> int:
     from softlabels.config import load_config
     from softlabels.engine import experiment_from_run, train
 
+    if args.config is not None and "=" in args.config and not Path(args.config).exists():
+        args.overrides, args.config = [args.config, *args.overrides], None  # `--resume DIR key=value`
     if args.config is None and args.resume is None:
         raise UserError("train needs a CONFIG file, or --resume RUN_DIR")
     if args.config is not None and Path(args.config).is_dir() and args.resume is None:
