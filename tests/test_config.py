@@ -121,3 +121,28 @@ def test_shipped_configs_validate():
     assert len(files) >= 10
     for f in files:
         validate_config(yaml.safe_load(f.read_text()), str(f), check_files=False)
+
+
+def test_fashion_mnist_configs_match_the_demo():
+    """configs/fashion_mnist/ is the demo, written out: they must not drift apart."""
+    from pathlib import Path
+
+    from softlabels import demo
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "fashion_mnist"
+    from softlabels.config import method_params
+
+    sections = ("data", "student", "optim", "schedule", "seed")
+
+    def pick(cfg):
+        exp = validate_config(cfg, check_files=False)
+        dump = exp.model_dump()
+        return {"method": (exp.method.name, method_params(exp).model_dump()), **{k: dump[k] for k in sections}}
+
+    assert pick(yaml.safe_load((root / "teacher.yaml").read_text())) == pick(demo.teacher_config(Path("x")))
+    for label, file in (("student alone", "student.yaml"), ("KD", "kd.yaml"), ("WSL", "wsl.yaml")):
+        cfg = demo._merge(demo.BASE, demo.STUDENTS[label])
+        cfg["student"] = {"name": demo.STUDENT_MODEL}
+        if cfg["method"]["name"] != "ce":
+            cfg["teacher"] = {"name": "resnet20", "checkpoint": "t.pt"}
+        assert pick(yaml.safe_load((root / file).read_text())) == pick(cfg), file
