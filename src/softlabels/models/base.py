@@ -1,7 +1,7 @@
 """The model registry and the feature-name contract shared by every zoo model."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 
