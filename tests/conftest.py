@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # 2 shared cores: oversubscribed threads slow tests 10-100x
 
 TINY_DATA = {
     "name": "synthetic",

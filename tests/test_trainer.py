@@ -84,11 +84,10 @@ def test_resume_without_checkpoint(tmp_path, tiny):
 def test_non_finite_loss_names_epoch_step_and_terms(tmp_path, tiny, monkeypatch):
     from softlabels.methods.ce import CrossEntropy
 
-    def broken(self, images, targets):
-        logits = self.student(images)
-        return logits, {"ce": logits.sum() * float("nan")}
+    def broken(self, batch):
+        return {"ce": batch.student_logits.sum() * float("nan")}
 
-    monkeypatch.setattr(CrossEntropy, "forward", broken)
+    monkeypatch.setattr(CrossEntropy, "loss_terms", broken)
     with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 1/\d+: ce=nan"):
         train(validate_config(tiny(tmp_path)))
 

@@ -108,6 +108,10 @@ class Trainer:
         self.method: Distiller = method_cls(
             student, teacher, self.params, teacher_train_mode=bool(exp.teacher and exp.teacher.train_mode)
         ).to(self.device)
+        sample_images = next(iter(self.data.train))[0][:16]
+        self.method.setup(sample_images, self.data)
+        self.method.to(self.device)
+        self.total_epochs = self.method.init_epochs + exp.schedule.epochs
         self.optimizer = self._make_optimizer()
         self.tracker = None
         if method_cls.logit_based and teacher is not None:
@@ -164,7 +168,7 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def fit(self) -> dict:
         exp = self.exp
-        epochs = exp.schedule.epochs
+        epochs = self.total_epochs
         t_start = time.perf_counter()
         images_seen, train_time = 0, 0.0
         record: dict = {}
@@ -209,7 +213,9 @@ class Trainer:
         exp, method, opt = self.exp, self.method, self.optimizer
         loader = self.data.train
         loader.set_epoch(epoch)
+        method.set_epoch(epoch)
         method.train()
+        init = method.init_epochs
         if self.tracker is not None:
             self.tracker.reset()
         names: list[str] | None = None
@@ -217,13 +223,14 @@ class Trainer:
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         seen = 0
         steps = len(loader)
-        bar = _progress(loader, steps, f"epoch {epoch + 1}/{exp.schedule.epochs}", exp.runtime.progress)
+        bar = _progress(loader, steps, f"epoch {epoch + 1}/{self.total_epochs}", exp.runtime.progress)
         t0 = time.perf_counter()
-        for step, (images, targets, _) in enumerate(bar):
-            lr = lr_at(exp.schedule, exp.optim.lr, epoch, step, steps)
+        for step, (images, targets, indices) in enumerate(bar):
+            # an initialisation phase (AB, FSP, FT) runs at the base LR before the main schedule
+            lr = exp.optim.lr if epoch < init else lr_at(exp.schedule, exp.optim.lr, epoch - init, step, steps)
             for group in opt.param_groups:
                 group["lr"] = lr
-            logits, terms = method(images, targets)
+            logits, terms = method(images, targets, indices)
             loss = sum(terms.values())
             if not torch.isfinite(loss):
                 detail = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
@@ -282,7 +289,7 @@ class Trainer:
         }
 
     def _print_epoch(self, r: dict) -> None:
-        parts = [f"epoch {r['epoch']:>3}/{self.exp.schedule.epochs}", f"loss {r['train_loss']:.4f}",
+        parts = [f"epoch {r['epoch']:>3}/{self.total_epochs}", f"loss {r['train_loss']:.4f}",
                  f"train {r['train_top1']:.2f}", f"test {r['test_top1']:.2f}"]
         if "val_top1" in r:
             parts.append(f"val {r['val_top1']:.2f}")
@@ -308,6 +315,7 @@ class Trainer:
             "teacher": self.teacher_info,
             "dataset": self.data.info.name,
             "epochs": last.get("epoch", 0),
+            "total_epochs": self.total_epochs,
             "best_epoch": self.best["epoch"],
             "best_selected_by": self.best.get("selected_by", "test_top1"),
             "best_top1": best_row.get("test_top1"),
@@ -348,13 +356,15 @@ def experiment_from_run(run_dir: str | Path) -> Experiment:
 def run_or_resume(exp: Experiment) -> dict:
     """Skip a finished run (return its summary), resume an unfinished one, or start a new one.
 
-    A run is finished when its summary.json exists and records ``schedule.epochs`` epochs.
+    A run is finished when its summary.json records all its epochs and its config asked for the
+    same ``schedule.epochs``.
     """
     rd = exp.run_dir
     summary_path = rd / "summary.json"
     if summary_path.is_file():
         summary = json.loads(summary_path.read_text())
-        if summary.get("epochs") == exp.schedule.epochs:
+        saved_epochs = yaml.safe_load((rd / "config.yaml").read_text())["schedule"]["epochs"]
+        if summary.get("epochs") == summary.get("total_epochs") and saved_epochs == exp.schedule.epochs:
             return summary
     resume = (rd / "last.pt").is_file()
     if not resume and (rd / "metrics.jsonl").is_file():

@@ -4,15 +4,23 @@ A method is a :class:`Distiller` subclass in its own file, registered with
 ``@register_method("name")``, with a pydantic ``Params`` model holding its hyperparameters and
 their defaults. ``forward(images, targets)`` returns ``(student_logits, {term: loss})``; the
 trainer sums the terms (each already weighted) and logs every one separately.
+
+Most methods only implement :meth:`Distiller.loss_terms`, which receives a :class:`Batch` with
+the student's and teacher's logits and the features they asked for by name
+(``student_features`` / ``teacher_features``, captured by forward hooks). Because the
+forward passes happen once in the base class, methods combine: ``fitnet+wsl`` runs FitNet's and
+WSL's terms on the same forward pass (see ``methods/combined.py``).
 """
 from __future__ import annotations
 
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from softlabels.features import FeatureCapture
 from softlabels.registry import Registry
 
 METHODS: Registry[type[Distiller]] = Registry("method")
@@ -29,6 +37,26 @@ class MethodParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+@dataclass
+class Batch:
+    """What :meth:`Distiller.loss_terms` sees for one training step.
+
+    images (B, C, H, W); targets (B,) int64; indices (B,) int64 positions in the full training set
+    (or None); student_logits / teacher_logits (B, classes) (teacher None without a teacher);
+    student_features / teacher_features: {feature name: tensor} as requested by the method.
+    Teacher tensors carry no gradient.
+    """
+
+    images: torch.Tensor
+    targets: torch.Tensor
+    student_logits: torch.Tensor
+    teacher_logits: torch.Tensor | None = None
+    indices: torch.Tensor | None = None
+    student_features: dict[str, torch.Tensor] = field(default_factory=dict)
+    teacher_features: dict[str, torch.Tensor] = field(default_factory=dict)
+    epoch: int = 0
+
+
 class Distiller(nn.Module):
     """Holds the student and the (frozen) teacher and computes the named loss terms.
 
@@ -36,7 +64,8 @@ class Distiller(nn.Module):
     :meth:`trainable_parameters`; ``train()`` leaves it in eval mode unless
     ``teacher_train_mode`` is set (the official WSL ImageNet code's behaviour, opt-in).
     Trainable auxiliary modules (regressors, embeddings) go in ``self.auxiliary`` so they are
-    optimized and checkpointed with the student.
+    optimized and checkpointed with the student; build them in :meth:`setup`, which the trainer
+    calls once with a sample batch before it creates the optimizer.
     """
 
     requires_teacher: ClassVar[bool] = True
@@ -60,9 +89,36 @@ class Distiller(nn.Module):
         self.teacher_train_mode = teacher_train_mode
         self.auxiliary = nn.ModuleDict()
         self.last_teacher_logits: torch.Tensor | None = None
+        self.epoch = 0
         if teacher is not None:
             teacher.requires_grad_(False)
             teacher.train(teacher_train_mode)
+        self._student_capture = FeatureCapture(student, self.student_features()) if self.student_features() else None
+        self._teacher_capture = (
+            FeatureCapture(teacher, self.teacher_features()) if teacher is not None and self.teacher_features() else None
+        )
+
+    # ---------------------------------------------------------------- declarations
+    def student_features(self) -> list[str]:
+        """Feature names captured from the student on every forward pass."""
+        return []
+
+    def teacher_features(self) -> list[str]:
+        """Feature names captured from the teacher on every forward pass."""
+        return []
+
+    @property
+    def init_epochs(self) -> int:
+        """Epochs of an initialisation phase that precede the main schedule (0: none)."""
+        return int(getattr(self.params, "init_epochs", 0) or 0)
+
+    # ---------------------------------------------------------------- life cycle
+    def setup(self, sample_images: torch.Tensor, data: Any = None) -> None:
+        """Build auxiliary modules from observed feature shapes; ``data`` is the DataBundle."""
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by the trainer before each epoch (0-based, counting init-phase epochs)."""
+        self.epoch = epoch
 
     def train(self, mode: bool = True) -> Distiller:
         super().train(mode)
@@ -75,6 +131,7 @@ class Distiller(nn.Module):
         params = list(self.student.parameters()) + list(self.auxiliary.parameters())
         return [p for p in params if p.requires_grad]
 
+    # ---------------------------------------------------------------- forward
     @torch.no_grad()
     def teacher_logits(self, images: torch.Tensor) -> torch.Tensor:
         """Teacher logits (batch, classes) without gradient; kept in ``last_teacher_logits``."""
@@ -82,6 +139,38 @@ class Distiller(nn.Module):
         self.last_teacher_logits = logits
         return logits
 
-    def forward(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    @torch.no_grad()
+    def sample_features(self, images: torch.Tensor) -> tuple[dict, dict]:
+        """Student and teacher features of one batch (no gradient), for shape-driven :meth:`setup`."""
+        was_training = self.student.training
+        self.student.eval()
+        self.student(images)
+        s = dict(self._student_capture.features) if self._student_capture else {}
+        t = {}
+        if self.teacher is not None:
+            self.teacher(images)
+            t = dict(self._teacher_capture.features) if self._teacher_capture else {}
+        self.student.train(was_training)
+        return s, t
+
+    def forward(
+        self, images: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """images (batch, C, H, W), targets (batch,) -> (student logits (batch, classes), {term: scalar})."""
+        logits = self.student(images)
+        teacher = self.teacher_logits(images) if self.teacher is not None else None
+        batch = Batch(
+            images=images,
+            targets=targets,
+            student_logits=logits,
+            teacher_logits=teacher,
+            indices=indices,
+            student_features=dict(self._student_capture.features) if self._student_capture else {},
+            teacher_features=dict(self._teacher_capture.features) if self._teacher_capture else {},
+            epoch=self.epoch,
+        )
+        return logits, self.loss_terms(batch)
+
+    def loss_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """{term name: weighted scalar loss} for one batch; the trainer sums them."""
         raise NotImplementedError

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from pydantic import Field
 
-from softlabels.methods.base import Distiller, MethodParams, register_method
+from softlabels.methods.base import Batch, Distiller, MethodParams, register_method
 
 
 class CEParams(MethodParams):
@@ -19,6 +19,6 @@ class CrossEntropy(Distiller):
     logit_based = False
     Params = CEParams
 
-    def forward(self, images, targets):
-        logits = self.student(images)
-        return logits, {"ce": F.cross_entropy(logits.float(), targets, label_smoothing=self.params.label_smoothing)}
+    def loss_terms(self, batch: Batch):
+        logits = batch.student_logits.float()
+        return {"ce": F.cross_entropy(logits, batch.targets, label_smoothing=self.params.label_smoothing)}

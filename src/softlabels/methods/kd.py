@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from softlabels.losses import kd_loss
-from softlabels.methods.base import Distiller, MethodParams, register_method
+from softlabels.methods.base import Batch, Distiller, MethodParams, register_method
 
 
 class KDParams(MethodParams):
@@ -22,11 +22,9 @@ class KD(Distiller):
 
     Params = KDParams
 
-    def forward(self, images, targets):
-        logits = self.student(images)
-        teacher = self.teacher_logits(images)
+    def loss_terms(self, batch: Batch):
         p = self.params
-        return logits, {
-            "ce": p.ce_weight * F.cross_entropy(logits.float(), targets),
-            "kd": p.kd_weight * kd_loss(logits, teacher, p.temperature),
+        return {
+            "ce": p.ce_weight * F.cross_entropy(batch.student_logits.float(), batch.targets),
+            "kd": p.kd_weight * kd_loss(batch.student_logits, batch.teacher_logits, p.temperature),
         }

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from softlabels.losses import wsl_soft_loss
-from softlabels.methods.base import Distiller, MethodParams, register_method
+from softlabels.methods.base import Batch, Distiller, MethodParams, register_method
 
 
 class WSLParams(MethodParams):
@@ -30,9 +30,8 @@ class WSL(Distiller):
 
     Params = WSLParams
 
-    def forward(self, images, targets):
-        logits = self.student(images)
-        teacher = self.teacher_logits(images)
+    def loss_terms(self, batch: Batch):
         p = self.params
-        soft = wsl_soft_loss(logits, teacher, targets, p.temperature, form=p.form, weighting=p.weighting)
-        return logits, {"ce": p.ce_weight * F.cross_entropy(logits.float(), targets), "wsl": p.alpha * soft}
+        s, t, y = batch.student_logits, batch.teacher_logits, batch.targets
+        soft = wsl_soft_loss(s, t, y, p.temperature, form=p.form, weighting=p.weighting)
+        return {"ce": p.ce_weight * F.cross_entropy(s.float(), y), "wsl": p.alpha * soft}
