@@ -172,3 +172,19 @@ def test_kill_and_resume_reaches_identical_weights(tmp_path, tiny, tiny_teacher)
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
     full_rows = [json.loads(r) for r in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     assert [r["test_top1"] for r in rows] == [r["test_top1"] for r in full_rows]
+
+
+@pytest.mark.parametrize("amp,channels_last", [("bf16", True), ("fp16", False)])
+def test_mixed_precision_and_channels_last(tmp_path, tiny, tiny_teacher, amp, channels_last):
+    cfg = tiny(tmp_path, name=f"wsl_{amp}", method={"name": "wsl"},
+               teacher={"name": "resnet8", "checkpoint": str(tiny_teacher)}, epochs=1)
+    cfg["runtime"].update(amp=amp, channels_last=channels_last)
+    trainer = Trainer(validate_config(cfg))
+    assert (trainer.scaler is not None) == (amp == "fp16")
+    summary = trainer.fit()
+    row = json.loads((tmp_path / f"wsl_{amp}" / "metrics.jsonl").read_text().splitlines()[0])
+    assert all(isinstance(row[k], float) and row[k] == row[k] for k in ("train_loss", "train_loss_wsl", "test_loss"))
+    assert 0 <= summary["last_top1"] <= 100
+    state = load_checkpoint(tmp_path / f"wsl_{amp}" / "last.pt")
+    assert (state["scaler"] is not None) == (amp == "fp16")
+    assert all(v.dtype == torch.float32 for k, v in state["model"].items() if v.is_floating_point())

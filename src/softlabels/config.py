@@ -129,6 +129,14 @@ class RuntimeConfig(_Strict):
     progress: bool = True
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: torch's choice")
     checkpoint_every: int = Field(1, ge=1, description="write last.pt every N epochs (and always at the end)")
+    amp: Literal["off", "bf16", "fp16"] = Field("off", description="autocast precision; losses stay float32")
+    channels_last: bool = Field(False, description="NHWC memory format for models and images")
+    compile: bool = Field(False, description="torch.compile student and teacher (slow start; off on CPU)")
+    sync_bn: bool = Field(False, description="under torchrun on CUDA: synchronise BatchNorm statistics")
+    scale_lr: bool = Field(False, description="under torchrun: multiply optim.lr by the number of processes")
+    find_unused_parameters: bool | None = Field(
+        None, description="DDP option; default: on for methods with an initialisation phase"
+    )
 
 
 class Experiment(_Strict):

@@ -54,24 +54,36 @@ class RegularizationTracker:
         self.n += targets.numel()
         self.weights.append(1.0 - torch.exp(-(ce_s / (ce_t + WSL_EPS)).clamp(min=0)))
 
-    def summary(self) -> dict:
-        """Fields for metrics.jsonl: counts and fractions at T and T=1, per class, weight statistics."""
+    def summary(self, reduce=None) -> dict:
+        """Fields for metrics.jsonl: counts and fractions at T and T=1, per class, weight statistics.
+
+        ``reduce``: optional in-place sum over processes (DDP); counts, per-class counts and the
+        weight histogram are summed; the weight mean and quantiles are those of this process's share.
+        """
         if self.n == 0:
             return {}
-        reg_t, reg_1, ce_s, ce_t = self._counts.tolist()
-        w = torch.cat(self.weights).cpu()
+        w = torch.cat(self.weights)
+        hist = torch.histc(w.float(), bins=HIST_BINS, min=0.0, max=1.0)
+        packed = torch.cat([self._counts.float(), torch.tensor([float(self.n)], device=w.device),
+                            self._per_class_n.float(), self._per_class_reg.float(), hist])
+        if reduce is not None:
+            packed = reduce(packed)
+        packed = packed.cpu()
+        reg_t, reg_1, ce_s, ce_t, n = packed[:5].tolist()
+        c = self.num_classes
+        per_class_n, per_class_reg, hist = packed[5 : 5 + c], packed[5 + c : 5 + 2 * c], packed[5 + 2 * c :]
+        w = w.cpu()
         q = torch.quantile(w, torch.tensor(QUANTILES))
-        hist = torch.histc(w, bins=HIST_BINS, min=0.0, max=1.0)
-        per_class = (self._per_class_reg.float() / self._per_class_n.clamp(min=1).float()).tolist()
+        per_class = (per_class_reg / per_class_n.clamp(min=1)).tolist()
         return {
             "reg_count": int(reg_t),
-            "reg_fraction": reg_t / self.n,
+            "reg_fraction": reg_t / n,
             "reg_count_t1": int(reg_1),
-            "reg_fraction_t1": reg_1 / self.n,
+            "reg_fraction_t1": reg_1 / n,
             "reg_fraction_per_class": per_class,
             "wsl_weight_mean": float(w.mean()),
             **{f"wsl_weight_q{int(p * 100)}": float(v) for p, v in zip(QUANTILES, q)},
             "wsl_weight_hist": [int(x) for x in hist.tolist()],
-            "ce_student": ce_s / self.n,
-            "ce_teacher": ce_t / self.n,
+            "ce_student": ce_s / n,
+            "ce_teacher": ce_t / n,
         }

@@ -103,12 +103,13 @@ class EpochSampler(Sampler):
 
     def __init__(self, n: int, shuffle: bool, seed: int) -> None:
         self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
+        self.rank, self.world_size = 0, 1
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return self.n
+        return len(range(self.rank, self.n, self.world_size))
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         if self.shuffle:
@@ -116,7 +117,7 @@ class EpochSampler(Sampler):
         else:
             order = range(self.n)
         epoch = self.epoch
-        return ((p, epoch) for p in order)
+        return ((p, epoch) for p in list(order)[self.rank :: self.world_size])
 
 
 class FolderLoader:
@@ -151,16 +152,31 @@ class FolderLoader:
         self.batch_size, self.shuffle, self.augment, self.drop_last = batch_size, shuffle, augment, drop_last
         self.dataset = IndexedImages(samples, self.indices, transform, image_loader, seed, randomized=augment)
         self.sampler = EpochSampler(self.num_samples, shuffle, seed)
-        self.loader = DataLoader(
+        self._loader_args = {"num_workers": num_workers, "seed": seed}
+        self.loader = self._make_loader(batch_size)
+
+    def _make_loader(self, per_process_batch: int) -> DataLoader:
+        workers = self._loader_args["num_workers"]
+        return DataLoader(
             self.dataset,
-            batch_size=batch_size,
+            batch_size=per_process_batch,
             sampler=self.sampler,
-            num_workers=num_workers,
+            num_workers=workers,
             pin_memory=self.device.type == "cuda",
-            persistent_workers=num_workers > 0,
-            drop_last=drop_last,
-            generator=seeded_generator(seed, STREAM_LOADER),
+            persistent_workers=workers > 0,
+            drop_last=self.drop_last,
+            generator=seeded_generator(self._loader_args["seed"], STREAM_LOADER),
         )
+
+    def shard(self, rank: int, world_size: int) -> None:
+        """This process reads positions ``rank::world_size`` of each epoch's order, in batches of
+        ``batch_size / world_size`` (the global batch must divide evenly)."""
+        if self.batch_size % world_size:
+            raise UserError(
+                f"data.batch_size ({self.batch_size}) must be divisible by the number of processes ({world_size})"
+            )
+        self.sampler.rank, self.sampler.world_size = int(rank), int(world_size)
+        self.loader = self._make_loader(self.batch_size // world_size)
 
     @property
     def epoch(self) -> int:

@@ -119,6 +119,7 @@ class InMemoryLoader:
         self.drop_last = bool(drop_last)
         self.seed = int(seed)
         self.epoch = 0
+        self.rank, self.world_size = 0, 1
         std_t = torch.tensor([float(s) for s in std], dtype=torch.float32)
         mean_t = torch.tensor([float(m) for m in mean], dtype=torch.float32)
         self._scale = (1.0 / (255.0 * std_t)).view(1, -1, 1, 1).to(self.device)
@@ -130,6 +131,16 @@ class InMemoryLoader:
 
     def __len__(self) -> int:
         return num_batches(self.num_samples, self.batch_size, self.drop_last)
+
+    def shard(self, rank: int, world_size: int) -> None:
+        """Deliver only this process's share of every batch: positions ``rank::world_size``.
+
+        ``batch_size`` stays the global batch; order and augmentation stay those of the
+        single-process run, so ``world_size`` processes together see exactly its batches.
+        """
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world of {world_size}")
+        self.rank, self.world_size = int(rank), int(world_size)
 
     def epoch_plan(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """(order, offsets, flips) of the current epoch, on the device.
@@ -157,13 +168,15 @@ class InMemoryLoader:
         order, offsets, flips = self.epoch_plan()
         for b in range(len(self)):
             start, stop = b * self.batch_size, min((b + 1) * self.batch_size, self.num_samples)
-            idx = order[start:stop]
+            step = self.world_size
+            first = start + self.rank
+            idx = order[first:stop:step]
             x = self.images[idx]
             if offsets is not None or flips is not None:
                 x = random_crop_flip(
                     x,
-                    None if offsets is None else offsets[start:stop],
-                    None if flips is None else flips[start:stop],
+                    None if offsets is None else offsets[first:stop:step],
+                    None if flips is None else flips[first:stop:step],
                     self.crop_padding,
                 )
             x = x.float().mul_(self._scale).sub_(self._shift)

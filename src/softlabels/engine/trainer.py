@@ -7,6 +7,7 @@ from last.pt reproduces an uninterrupted run exactly on CPU.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -21,6 +22,7 @@ from softlabels.analysis.regularization import RegularizationTracker
 from softlabels.config import Experiment, method_params, to_yaml, validate_config
 from softlabels.data import build_data
 from softlabels.engine import checkpoint as ckpt_io
+from softlabels.engine.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
 from softlabels.engine.env import environment, seed_everything, select_device
 from softlabels.engine.metrics import append_jsonl, read_jsonl, topk_correct, write_csv, write_jsonl
 from softlabels.engine.schedule import lr_at
@@ -39,20 +41,30 @@ def _progress(iterable, total: int, desc: str, enabled: bool):
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, num_classes: int) -> dict[str, float]:
-    """Top-1/top-5 accuracy (%) and mean CE of ``model`` on ``loader``; restores the model's mode."""
+def evaluate(model: nn.Module, loader, num_classes: int, *, dist_info: DistInfo | None = None,
+             autocast=contextlib.nullcontext) -> dict[str, float]:
+    """Top-1/top-5 accuracy (%) and mean CE of ``model`` on ``loader``; restores the model's mode.
+
+    Under torchrun each process evaluates its shard and the counts are summed over processes.
+    """
     was_training = model.training
     model.eval()
-    correct = {1: 0, 5: 0}
-    loss_sum, n = 0.0, 0
+    device = next(model.parameters()).device
+    totals = torch.zeros(4, dtype=torch.float64, device=device)  # top-1, top-5, CE sum, count
     for images, targets, _ in loader:
-        logits = model(images).float()
-        loss_sum += float(nn.functional.cross_entropy(logits, targets, reduction="sum"))
-        for k, v in topk_correct(logits, targets, (1, 5)).items():
-            correct[k] += v
-        n += targets.numel()
+        if targets.numel() == 0:
+            continue
+        with autocast():
+            logits = model(images)
+        logits = logits.float()
+        hits = topk_correct(logits, targets, (1, 5))
+        ce = nn.functional.cross_entropy(logits, targets, reduction="sum")
+        totals += torch.stack([torch.tensor(float(hits[1])), torch.tensor(float(hits[5])), ce.double().cpu(),
+                               torch.tensor(float(targets.numel()))]).to(device)
+    all_reduce_sum(totals, dist_info or DistInfo())
     model.train(was_training)
-    return {"top1": 100.0 * correct[1] / n, "top5": 100.0 * correct[5] / n, "loss": loss_sum / n}
+    c1, c5, loss_sum, n = totals.tolist()
+    return {"top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "loss": loss_sum / n}
 
 
 def load_teacher(exp: Experiment, num_classes: int, in_channels: int, device: torch.device) -> tuple[nn.Module, dict]:
@@ -85,11 +97,18 @@ class Trainer:
         self.exp = exp
         self.run_dir = Path(run_dir) if run_dir is not None else exp.run_dir
         self.resume = resume
-        if exp.runtime.threads:
-            torch.set_num_threads(exp.runtime.threads)
-        seed_everything(exp.seed, exp.runtime.deterministic)
-        self.device = select_device(exp.runtime.device)
+        rt = exp.runtime
+        if rt.threads:
+            torch.set_num_threads(rt.threads)
+        self.dist, dist_device = init_distributed(rt.device)
+        # one seed for model init everywhere (DDP also broadcasts rank 0's weights); data order uses exp.seed
+        seed_everything(exp.seed, rt.deterministic)
+        self.device = dist_device or select_device(rt.device)
         self.data = build_data(exp.data, device=self.device, seed=exp.seed)
+        if self.dist.enabled:
+            for loader in (self.data.train, self.data.val, self.data.test):
+                if loader is not None:
+                    loader.shard(self.dist.rank, self.dist.world_size)
         info = self.data.info
         self.num_classes = exp.student.num_classes or info.num_classes
         if self.num_classes != info.num_classes:
@@ -111,7 +130,9 @@ class Trainer:
         sample_images = next(iter(self.data.train))[0][:16]
         self.method.setup(sample_images, self.data)
         self.method.to(self.device)
+        self._apply_runtime_options()
         self.total_epochs = self.method.init_epochs + exp.schedule.epochs
+        self.base_lr = exp.optim.lr * (self.dist.world_size if rt.scale_lr else 1)
         self.optimizer = self._make_optimizer()
         self.tracker = None
         if method_cls.logit_based and teacher is not None:
@@ -122,12 +143,41 @@ class Trainer:
         self._prepare_run_dir()
 
     # ------------------------------------------------------------------ set-up
+    def _apply_runtime_options(self) -> None:
+        """channels_last, SyncBN, torch.compile, autocast/GradScaler and the DDP wrapper."""
+        rt, method = self.exp.runtime, self.method
+        if rt.channels_last:
+            method.to(memory_format=torch.channels_last)
+        if rt.sync_bn and self.dist.enabled and self.device.type == "cuda":
+            method.student = nn.SyncBatchNorm.convert_sync_batchnorm(method.student)
+        if rt.compile:
+            method.student.compile()
+            if method.teacher is not None:
+                method.teacher.compile()
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(rt.amp)
+        if dtype is not None:
+            self.autocast = lambda: torch.autocast(device_type=self.device.type, dtype=dtype)
+        else:
+            self.autocast = contextlib.nullcontext
+        self.scaler = torch.amp.GradScaler(self.device.type) if rt.amp == "fp16" else None
+        self.model: nn.Module = method
+        if self.dist.enabled:
+            unused = rt.find_unused_parameters
+            if unused is None:
+                unused = method.init_epochs > 0
+            self.model = nn.parallel.DistributedDataParallel(
+                method,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=unused,
+            )
+
     def _make_optimizer(self) -> torch.optim.Optimizer:
         o = self.exp.optim
         params = self.method.trainable_parameters()
         if o.name == "sgd":
-            return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
-        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+            return torch.optim.SGD(params, lr=self.base_lr, momentum=o.momentum, nesterov=o.nesterov,
+                                   weight_decay=o.weight_decay)
+        return torch.optim.AdamW(params, lr=self.base_lr, weight_decay=o.weight_decay)
 
     def _prepare_run_dir(self) -> None:
         rd = self.run_dir
@@ -141,8 +191,10 @@ class Trainer:
                 f"run folder {rd} already holds a run; continue it with --resume {rd}, or choose another "
                 "name/output_dir (nothing was overwritten)"
             )
-        rd.mkdir(parents=True, exist_ok=True)
-        (rd / "config.yaml").write_text(to_yaml(self.exp))
+        barrier(self.dist)  # every process has checked the folder before the main one writes to it
+        if self.dist.is_main:
+            rd.mkdir(parents=True, exist_ok=True)
+            (rd / "config.yaml").write_text(to_yaml(self.exp))
 
     def _load_resume_state(self, state: dict) -> None:
         saved = state.get("config")
@@ -158,12 +210,15 @@ class Trainer:
         ckpt_io.load_model_weights(self.method.student, state)
         self.method.auxiliary.load_state_dict(state.get("auxiliary", {}))
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         ckpt_io.restore_rng(state["rng"])
         self.start_epoch = int(state["epoch"])
         self.best = dict(state["best"])
         self.wall_before = float(state.get("wall_time_s", 0.0))
         rows = [r for r in read_jsonl(self.run_dir / "metrics.jsonl") if r.get("epoch", 0) <= self.start_epoch]
-        write_jsonl(self.run_dir / "metrics.jsonl", rows)
+        if self.dist.is_main:
+            write_jsonl(self.run_dir / "metrics.jsonl", rows)
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> dict:
@@ -183,29 +238,33 @@ class Trainer:
             record = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"], **train_stats}
             record["images_per_s"] = seen / dt if dt > 0 else None
             record["epoch_time_s"] = dt
-            test = evaluate(self.method.student, self.data.test, self.num_classes)
+            eval_kw = {"dist_info": self.dist, "autocast": self.autocast}
+            test = evaluate(self.method.student, self.data.test, self.num_classes, **eval_kw)
             record.update({f"test_{k}": v for k, v in test.items()})
             selector = "test_top1"
             if self.data.val is not None:
-                val = evaluate(self.method.student, self.data.val, self.num_classes)
+                val = evaluate(self.method.student, self.data.val, self.num_classes, **eval_kw)
                 record.update({f"val_{k}": v for k, v in val.items()})
                 selector = "val_top1"
             if self.tracker is not None:
-                record.update(self.tracker.summary())
+                record.update(self.tracker.summary(lambda t: all_reduce_sum(t, self.dist)))
             improved = record[selector] > self.best["top1"]
             if improved:
                 self.best = {"top1": record[selector], "epoch": epoch + 1, "selected_by": selector}
             wall = self.wall_before + time.perf_counter() - t_start
-            append_jsonl(self.run_dir / "metrics.jsonl", record)
-            write_csv(self.run_dir / "metrics.csv", read_jsonl(self.run_dir / "metrics.jsonl"))
-            if improved:
-                ckpt_io.save_atomic(self._weights_state(epoch + 1, record), self.run_dir / "best.pt")
-            if (epoch + 1) % exp.runtime.checkpoint_every == 0 or epoch + 1 == epochs:
-                ckpt_io.save_atomic(self._full_state(epoch + 1, record, wall), self.run_dir / "last.pt")
-            self._print_epoch(record)
+            if self.dist.is_main:
+                append_jsonl(self.run_dir / "metrics.jsonl", record)
+                write_csv(self.run_dir / "metrics.csv", read_jsonl(self.run_dir / "metrics.jsonl"))
+                if improved:
+                    ckpt_io.save_atomic(self._weights_state(epoch + 1, record), self.run_dir / "best.pt")
+                if (epoch + 1) % exp.runtime.checkpoint_every == 0 or epoch + 1 == epochs:
+                    ckpt_io.save_atomic(self._full_state(epoch + 1, record, wall), self.run_dir / "last.pt")
+                self._print_epoch(record)
         wall = self.wall_before + time.perf_counter() - t_start
         summary = self._summary(wall, images_seen / train_time if train_time > 0 else None)
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        if self.dist.is_main:
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        barrier(self.dist)
         return summary
 
     def _train_epoch(self, epoch: int) -> tuple[dict, int]:
@@ -223,15 +282,19 @@ class Trainer:
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         seen = 0
         steps = len(loader)
-        bar = _progress(loader, steps, f"epoch {epoch + 1}/{self.total_epochs}", exp.runtime.progress)
+        show = exp.runtime.progress and self.dist.is_main
+        bar = _progress(loader, steps, f"epoch {epoch + 1}/{self.total_epochs}", show)
         t0 = time.perf_counter()
         for step, (images, targets, indices) in enumerate(bar):
             # an initialisation phase (AB, FSP, FT) runs at the base LR before the main schedule
-            lr = exp.optim.lr if epoch < init else lr_at(exp.schedule, exp.optim.lr, epoch - init, step, steps)
+            lr = self.base_lr if epoch < init else lr_at(exp.schedule, self.base_lr, epoch - init, step, steps)
             for group in opt.param_groups:
                 group["lr"] = lr
-            logits, terms = method(images, targets, indices)
-            loss = sum(terms.values())
+            if exp.runtime.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with self.autocast():
+                logits, terms = self.model(images, targets, indices)
+            loss = sum(t.float() for t in terms.values())
             if not torch.isfinite(loss):
                 detail = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
                 raise NonFiniteLossError(
@@ -239,8 +302,13 @@ class Trainer:
                     "check the data and the teacher checkpoint"
                 )
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(opt)
+                self.scaler.update()
+            else:
+                loss.backward()
+                opt.step()
             n = targets.numel()
             values = torch.stack([loss.detach(), *(v.detach().float() for v in terms.values())]) * n
             if sums is None:
@@ -254,8 +322,13 @@ class Trainer:
             if bar is not loader and step % 20 == 0:
                 rate = seen / max(time.perf_counter() - t0, 1e-9)
                 bar.set_postfix(loss=f"{float(loss):.3f}", acc=f"{100 * int(correct) / seen:.1f}", img_s=f"{rate:.0f}")
-        stats = {f"train_{k}": v / max(seen, 1) for k, v in zip(names or [], (sums.tolist() if sums is not None else []))}
-        stats["train_top1"] = 100.0 * int(correct) / max(seen, 1)
+        if sums is None:
+            sums = torch.zeros(0, device=self.device)
+        totals = all_reduce_sum(torch.cat([sums, correct.float().view(1), torch.tensor([float(seen)], device=self.device)]),
+                                self.dist).tolist()
+        seen = int(totals[-1])
+        stats = {f"train_{k}": v / max(seen, 1) for k, v in zip(names or [], totals[:-2])}
+        stats["train_top1"] = 100.0 * totals[-2] / max(seen, 1)
         return stats, seen
 
     # ------------------------------------------------------------------ state
@@ -282,6 +355,7 @@ class Trainer:
         return {
             **self._weights_state(epoch, record),
             "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "scheduler": {"name": self.exp.schedule.name, "epoch": epoch},
             "rng": ckpt_io.capture_rng(),
             "best": self.best,
