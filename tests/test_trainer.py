@@ -188,3 +188,43 @@ def test_mixed_precision_and_channels_last(tmp_path, tiny, tiny_teacher, amp, ch
     state = load_checkpoint(tmp_path / f"wsl_{amp}" / "last.pt")
     assert (state["scaler"] is not None) == (amp == "fp16")
     assert all(v.dtype == torch.float32 for k, v in state["model"].items() if v.is_floating_point())
+
+
+def test_teacher_cache_is_filled_then_reused_and_refused_when_stale(tmp_path, tiny, tiny_teacher):
+    def cfg(name, epochs=2):
+        c = tiny(tmp_path, name=name, method={"name": "kd"},
+                 teacher={"name": "resnet8", "checkpoint": str(tiny_teacher), "cache": True,
+                          "cache_path": str(tmp_path / "cache")}, epochs=epochs)
+        return validate_config(c)
+
+    live = tiny(tmp_path, name="live", method={"name": "kd"},
+                teacher={"name": "resnet8", "checkpoint": str(tiny_teacher)}, epochs=2)
+    train(validate_config(live))
+    live_rows = [json.loads(r) for r in (tmp_path / "live" / "metrics.jsonl").read_text().splitlines()]
+    train(cfg("first"))
+    first = [json.loads(r) for r in (tmp_path / "first" / "metrics.jsonl").read_text().splitlines()]
+    assert first[0]["teacher_cache_misses"] > 0 and first[0]["teacher_cache_hits"] == 0
+    train(cfg("second"))
+    second = [json.loads(r) for r in (tmp_path / "second" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["teacher_cache_misses"] == 0 and r["teacher_cache_hits"] > 0 for r in second)
+    # float16 logits: the distilled student follows the live-teacher run closely
+    for a, b in zip(live_rows, second):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-2)
+    # a cache made for 2 epochs is refused for a 3-epoch run (different slots)
+    with pytest.raises(CheckpointError, match="different setting.*slots"):
+        Trainer(cfg("third", epochs=3))
+    # a corrupted cache is caught by the spot check
+    import numpy as np
+
+    logits = np.memmap(tmp_path / "cache" / "logits.f16", dtype=np.float16, mode="r+")
+    logits[:] = 7.0
+    logits.flush()
+    with pytest.raises(CheckpointError, match="does not match the live teacher"):
+        train(cfg("fourth"))
+
+
+def test_teacher_cache_rejects_feature_methods_and_train_mode(tmp_path, tiny, tiny_teacher):
+    with pytest.raises(ConfigError, match="train_mode"):
+        validate_config(tiny(tmp_path, method={"name": "kd"},
+                             teacher={"name": "resnet8", "checkpoint": str(tiny_teacher), "cache": True,
+                                      "train_mode": True}))

@@ -78,6 +78,18 @@ class TeacherConfig(_Strict):
         description="run the teacher in train() mode as the official WSL ImageNet code does "
         "(BN batch statistics); still no gradients and never optimized",
     )
+    cache: bool = Field(
+        False,
+        description="store teacher logits per (epoch, sample) in a memory-mapped float16 file and reuse them "
+        "in later runs with the same teacher, data and seed (logit methods only)",
+    )
+    cache_path: str | None = Field(None, description="cache folder; default <output_dir>/teacher_cache/<key>")
+
+    @model_validator(mode="after")
+    def _cache_needs_eval_teacher(self):
+        if self.cache and self.train_mode:
+            raise ValueError("teacher.cache cannot be used with teacher.train_mode (outputs depend on the batch)")
+        return self
 
 
 class MethodConfig(BaseModel):

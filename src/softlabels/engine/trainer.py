@@ -127,6 +127,8 @@ class Trainer:
         self.method: Distiller = method_cls(
             student, teacher, self.params, teacher_train_mode=bool(exp.teacher and exp.teacher.train_mode)
         ).to(self.device)
+        if exp.teacher is not None and exp.teacher.cache:
+            self.method.teacher_cache = self._open_teacher_cache()
         sample_images = next(iter(self.data.train))[0][:16]
         self.method.setup(sample_images, self.data)
         self.method.to(self.device)
@@ -143,6 +145,33 @@ class Trainer:
         self._prepare_run_dir()
 
     # ------------------------------------------------------------------ set-up
+    def _open_teacher_cache(self):
+        from softlabels.engine.teacher_cache import TeacherCache
+
+        exp, method, d = self.exp, self.method, self.exp.data
+        if method.teacher_features():
+            raise ConfigError(
+                f"teacher.cache stores logits only, but method '{exp.method.name}' also uses teacher features; "
+                "turn teacher.cache off"
+            )
+        augmented = d.augment and (d.crop_padding > 0 or d.flip)
+        epochs = int(getattr(self.params, "init_epochs", 0) or 0) + exp.schedule.epochs
+        meta = {
+            "teacher": exp.teacher.name, "teacher_sha256": self.teacher_info["sha256"],
+            "dataset": self.data.info.name, "train_subset": d.train_subset, "val_split": d.val_split,
+            "seed": exp.seed, "augment": augmented, "crop_padding": d.crop_padding if augmented else 0,
+            "flip": d.flip if augmented else False, "amp": exp.runtime.amp,
+            "slots": epochs if augmented else 1, "full_train_size": self.data.train.full_size,
+            "num_classes": self.num_classes,
+        }
+        if d.name == "synthetic":
+            meta["synthetic"] = d.synthetic.model_dump()
+        path = exp.teacher.cache_path
+        if path is None:
+            key = f"{self.teacher_info['sha256'][:12]}_{self.data.info.name}_s{exp.seed}" + ("_aug" if augmented else "")
+            path = Path(exp.output_dir) / "teacher_cache" / key
+        return TeacherCache(path, meta)
+
     def _apply_runtime_options(self) -> None:
         """channels_last, SyncBN, torch.compile, autocast/GradScaler and the DDP wrapper."""
         rt, method = self.exp.runtime, self.method
@@ -252,6 +281,11 @@ class Trainer:
             if improved:
                 self.best = {"top1": record[selector], "epoch": epoch + 1, "selected_by": selector}
             wall = self.wall_before + time.perf_counter() - t_start
+            cache = self.method.teacher_cache
+            if cache is not None:
+                cache.flush()
+                record.update(teacher_cache_hits=cache.hits, teacher_cache_misses=cache.misses)
+                cache.hits = cache.misses = 0
             if self.dist.is_main:
                 append_jsonl(self.run_dir / "metrics.jsonl", record)
                 write_csv(self.run_dir / "metrics.csv", read_jsonl(self.run_dir / "metrics.jsonl"))

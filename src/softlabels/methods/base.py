@@ -89,6 +89,8 @@ class Distiller(nn.Module):
         self.teacher_train_mode = teacher_train_mode
         self.auxiliary = nn.ModuleDict()
         self.last_teacher_logits: torch.Tensor | None = None
+        self.teacher_cache = None  # a softlabels.engine.teacher_cache.TeacherCache, set by the trainer
+        self._spot_check_pending = False
         self.epoch = 0
         if teacher is not None:
             teacher.requires_grad_(False)
@@ -119,6 +121,7 @@ class Distiller(nn.Module):
     def set_epoch(self, epoch: int) -> None:
         """Called by the trainer before each epoch (0-based, counting init-phase epochs)."""
         self.epoch = epoch
+        self._spot_check_pending = True
 
     def train(self, mode: bool = True) -> Distiller:
         super().train(mode)
@@ -133,9 +136,23 @@ class Distiller(nn.Module):
 
     # ---------------------------------------------------------------- forward
     @torch.no_grad()
-    def teacher_logits(self, images: torch.Tensor) -> torch.Tensor:
-        """Teacher logits (batch, classes) without gradient; kept in ``last_teacher_logits``."""
-        logits = self.teacher(images)
+    def teacher_logits(self, images: torch.Tensor, indices: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher logits (batch, classes) without gradient; kept in ``last_teacher_logits``.
+
+        With a teacher cache and sample indices, cached logits are returned when present (the
+        first batch of each epoch is also computed live and compared), else computed and stored.
+        """
+        cache = self.teacher_cache if self.training else None
+        if cache is not None and indices is not None:
+            logits = cache.lookup(self.epoch, indices)
+            if logits is not None and self._spot_check_pending:
+                cache.check(logits, self.teacher(images))
+                self._spot_check_pending = False
+            if logits is None:
+                logits = self.teacher(images)
+                cache.store(self.epoch, indices, logits)
+        else:
+            logits = self.teacher(images)
         self.last_teacher_logits = logits
         return logits
 
@@ -158,7 +175,7 @@ class Distiller(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """images (batch, C, H, W), targets (batch,) -> (student logits (batch, classes), {term: scalar})."""
         logits = self.student(images)
-        teacher = self.teacher_logits(images) if self.teacher is not None else None
+        teacher = self.teacher_logits(images, indices) if self.teacher is not None else None
         batch = Batch(
             images=images,
             targets=targets,

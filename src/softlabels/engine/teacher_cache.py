@@ -1,0 +1,93 @@
+"""Cached teacher outputs: one memory-mapped float16 file of teacher logits per (epoch slot, sample).
+
+With augmentation off every epoch sees the same images, so one slot per sample suffices. With
+augmentation on, our augmentation is a pure function of (data seed, epoch, sample), so epoch
+``e``'s images are replayed exactly and each epoch gets its own slot (the idea behind FKD's stored
+soft labels). Slots are filled on first use (by the first run, live teacher forward) and read by
+every later run with the same teacher, data and seed: distillation then costs about what training
+the student alone costs. A metadata file pins what the cache is valid for; a stale or mismatched
+cache is refused with a message naming the path. Spot checks compare cached and live teacher
+outputs at the start of every epoch.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from softlabels.errors import CheckpointError
+
+FORMAT = "softlabels-teacher-cache/1"
+SPOT_CHECK_ATOL = 2e-2  # float16 storage of logits: |error| <= ~1e-3 * |logit|
+
+
+class TeacherCache:
+    """Logits of shape (slots, full_train_size, num_classes) in float16 + a filled mask.
+
+    Args:
+        path: folder of the cache (``logits.f16``, ``filled.u8``, ``meta.json``).
+        meta: what the cache is valid for (teacher sha256, dataset, subset, seed, augmentation,
+            classes, slots); compared with the stored meta when the folder exists.
+    """
+
+    def __init__(self, path: str | Path, meta: dict) -> None:
+        self.path = Path(path)
+        self.meta = {"format": FORMAT, **meta}
+        self.slots, self.size, self.classes = int(meta["slots"]), int(meta["full_train_size"]), int(meta["num_classes"])
+        self.path.mkdir(parents=True, exist_ok=True)
+        meta_file = self.path / "meta.json"
+        if meta_file.is_file():
+            stored = json.loads(meta_file.read_text())
+            diffs = sorted(k for k in set(stored) | set(self.meta) if stored.get(k) != self.meta.get(k))
+            if diffs:
+                raise CheckpointError(
+                    f"teacher cache {self.path} was made for a different setting ({', '.join(diffs)} differ); "
+                    "delete the folder or set teacher.cache_path to a new one"
+                )
+            mode = "r+"
+        else:
+            meta_file.write_text(json.dumps(self.meta, indent=2))
+            mode = "w+"
+        shape = (self.slots, self.size, self.classes)
+        try:
+            self.logits = np.memmap(self.path / "logits.f16", dtype=np.float16, mode=mode, shape=shape)
+            self.filled = np.memmap(self.path / "filled.u8", dtype=np.uint8, mode=mode, shape=(self.slots, self.size))
+        except (ValueError, OSError) as exc:
+            raise CheckpointError(f"teacher cache {self.path} is truncated or unreadable ({exc}); delete it") from None
+        self.hits = 0
+        self.misses = 0
+
+    def slot(self, epoch: int) -> int:
+        return epoch % self.slots if self.slots > 1 else 0
+
+    def lookup(self, epoch: int, indices: torch.Tensor) -> torch.Tensor | None:
+        """Cached logits (batch, classes) float32 on the indices' device, or None if any is missing."""
+        idx = indices.cpu().numpy()
+        s = self.slot(epoch)
+        if not self.filled[s, idx].all():
+            self.misses += 1
+            return None
+        self.hits += 1
+        return torch.from_numpy(np.asarray(self.logits[s, idx], dtype=np.float32)).to(indices.device, non_blocking=True)
+
+    def store(self, epoch: int, indices: torch.Tensor, logits: torch.Tensor) -> None:
+        idx = indices.cpu().numpy()
+        s = self.slot(epoch)
+        self.logits[s, idx] = logits.detach().float().cpu().numpy().astype(np.float16)
+        self.filled[s, idx] = 1
+
+    def check(self, cached: torch.Tensor, live: torch.Tensor) -> None:
+        """Refuse the cache when cached and live teacher logits disagree beyond float16 rounding."""
+        err = (cached.float() - live.float()).abs()
+        tol = SPOT_CHECK_ATOL * (1 + live.float().abs())
+        if bool((err > tol).any()):
+            raise CheckpointError(
+                f"teacher cache {self.path} does not match the live teacher (max error {float(err.max()):.3g}): "
+                "it is stale; delete the folder or set teacher.cache_path to a new one"
+            )
+
+    def flush(self) -> None:
+        self.logits.flush()
+        self.filled.flush()
