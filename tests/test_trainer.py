@@ -88,7 +88,7 @@ def test_non_finite_loss_names_epoch_step_and_terms(tmp_path, tiny, monkeypatch)
         return {"ce": batch.student_logits.sum() * float("nan")}
 
     monkeypatch.setattr(CrossEntropy, "loss_terms", broken)
-    with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 1/\d+: ce=nan"):
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 1/\d+: loss=nan, ce=nan"):
         train(validate_config(tiny(tmp_path)))
 
 
@@ -228,3 +228,11 @@ def test_teacher_cache_rejects_feature_methods_and_train_mode(tmp_path, tiny, ti
         validate_config(tiny(tmp_path, method={"name": "kd"},
                              teacher={"name": "resnet8", "checkpoint": str(tiny_teacher), "cache": True,
                                       "train_mode": True}))
+
+
+def test_deferred_finiteness_check_names_the_first_bad_step():
+    ok = torch.tensor([1.0, 0.5, 0.5])
+    bad = torch.tensor([float("inf"), float("inf"), 0.5])
+    Trainer._check_finite([ok, ok], ["ce", "kd"], 0, 1, 10)  # all finite: no error
+    with pytest.raises(NonFiniteLossError, match=r"epoch 3, step 8/10: loss=inf, ce=inf, kd=0.5"):
+        Trainer._check_finite([ok, bad, ok], ["ce", "kd"], 2, 8, 10)  # steps 7, 8, 9 (1-based)

@@ -316,6 +316,8 @@ class Trainer:
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         seen = 0
         steps = len(loader)
+        recent: list[torch.Tensor] = []
+        check_every = 1 if self.device.type == "cpu" else 25
         show = exp.runtime.progress and self.dist.is_main
         bar = _progress(loader, steps, f"epoch {epoch + 1}/{self.total_epochs}", show)
         t0 = time.perf_counter()
@@ -329,12 +331,12 @@ class Trainer:
             with self.autocast():
                 logits, terms = self.model(images, targets, indices)
             loss = sum(t.float() for t in terms.values())
-            if not torch.isfinite(loss):
-                detail = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
-                raise NonFiniteLossError(
-                    f"non-finite loss at epoch {epoch + 1}, step {step + 1}/{steps}: {detail}; lower optim.lr or "
-                    "check the data and the teacher checkpoint"
-                )
+            step_values = torch.stack([loss.detach(), *(v.detach().float() for v in terms.values())])
+            recent.append(step_values)
+            # a host sync per step would stall the GPU: check finiteness every `check_every` steps
+            if len(recent) >= check_every or step + 1 == steps:
+                self._check_finite(recent, list(terms), epoch, step, steps)
+                recent = []
             opt.zero_grad(set_to_none=True)
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
@@ -344,7 +346,7 @@ class Trainer:
                 loss.backward()
                 opt.step()
             n = targets.numel()
-            values = torch.stack([loss.detach(), *(v.detach().float() for v in terms.values())]) * n
+            values = step_values * n
             if sums is None:
                 names, sums = ["loss", *(f"loss_{k}" for k in terms)], values
             else:
@@ -364,6 +366,20 @@ class Trainer:
         stats = {f"train_{k}": v / max(seen, 1) for k, v in zip(names or [], totals[:-2])}
         stats["train_top1"] = 100.0 * totals[-2] / max(seen, 1)
         return stats, seen
+
+    @staticmethod
+    def _check_finite(recent: list[torch.Tensor], names: list[str], epoch: int, last_step: int, steps: int) -> None:
+        """Raise NonFiniteLossError naming the first step in ``recent`` whose loss is NaN/inf."""
+        block = torch.stack(recent)
+        if bool(torch.isfinite(block).all()):
+            return
+        row = int((~torch.isfinite(block)).any(dim=1).nonzero()[0])
+        step = last_step - len(recent) + 1 + row
+        detail = ", ".join(f"{k}={v:.4g}" for k, v in zip(["loss", *names], block[row].tolist()))
+        raise NonFiniteLossError(
+            f"non-finite loss at epoch {epoch + 1}, step {step + 1}/{steps}: {detail}; lower optim.lr or "
+            "check the data and the teacher checkpoint"
+        )
 
     # ------------------------------------------------------------------ state
     def _model_meta(self) -> dict:
