@@ -59,6 +59,13 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_bench(args) -> int:
+    from softlabels.bench import main_bench
+
+    main_bench(args)
+    return 0
+
+
 def _cmd_list(args) -> int:
     from softlabels.data import list_datasets
     from softlabels.methods import list_methods
@@ -102,6 +109,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a much shorter smoke run (not representative)")
     p.add_argument("--retrain-teacher", action="store_true", help="train the teacher instead of using the shipped one")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("bench", help="images/s of the distillation step vs a bare PyTorch step, cache, data")
+    p.add_argument("--teacher", default="resnet32x4")
+    p.add_argument("--student", default="resnet8x4")
+    p.add_argument("--shape", type=int, nargs=3, default=[3, 32, 32], metavar=("C", "H", "W"))
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--num-classes", type=int, default=100)
+    p.add_argument("--steps", type=int, default=8, help="batches per timed epoch")
+    p.add_argument("--rounds", type=int, default=3, help="round-robin repetitions (median kept)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--quick", action="store_true", help="2 steps x 2 rounds: about a minute on 2 CPU cores")
+    p.add_argument("--json", metavar="PATH", help="write the measurements as JSON")
+    p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("list", help="registered models, methods and datasets")
     p.add_argument("kind", nargs="?", choices=["models", "methods", "datasets"])
