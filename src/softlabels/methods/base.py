@@ -91,6 +91,7 @@ class Distiller(nn.Module):
         self.last_teacher_logits: torch.Tensor | None = None
         self.teacher_cache = None  # a softlabels.engine.teacher_cache.TeacherCache, set by the trainer
         self._spot_check_pending = False
+        self._spot_checked_once = False
         self.epoch = 0
         if teacher is not None:
             teacher.requires_grad_(False)
@@ -120,8 +121,10 @@ class Distiller(nn.Module):
 
     def set_epoch(self, epoch: int) -> None:
         """Called by the trainer before each epoch (0-based, counting init-phase epochs)."""
+        if epoch != self.epoch or not self._spot_checked_once:
+            self._spot_check_pending = True  # compare cached and live teacher once per new epoch
+            self._spot_checked_once = True
         self.epoch = epoch
-        self._spot_check_pending = True
 
     def train(self, mode: bool = True) -> Distiller:
         super().train(mode)
