@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data demo test lint clean
+.PHONY: setup data browser demo test lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,10 +26,19 @@ data:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
 	else echo "no apt-get: put the Fashion-MNIST IDX files in a folder and set data.root, or data.download: true"; fi
 
+# Headless Chromium for the report's browser test (tests/test_report.py; skipped when missing).
+browser:
+	@if command -v chromium >/dev/null 2>&1; then echo "chromium found: $$(command -v chromium)"; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null \
+	    || echo "could not install chromium; the report's browser test will be skipped"; \
+	else echo "no apt-get: install chromium to run the report's browser test (it is skipped otherwise)"; fi
+
 demo: setup data
 	$(VENV)/bin/softlabels demo
 
-test: setup data
+test: setup data browser
 	$(PY) -m pytest -q
 
 lint: setup

@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="registered models, methods and datasets")
     p.add_argument("kind", nargs="?", choices=["models", "methods", "datasets"])
     p.set_defaults(func=_cmd_list)
+    from softlabels.report.commands import add_parser as _add_report
+
+    _add_report(sub)
     return parser
 
 
