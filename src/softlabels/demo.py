@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from softlabels.config import validate_config
-from softlabels.engine.checkpoint import sha256_of
+from softlabels.engine.checkpoint import load_checkpoint, save_atomic, sha256_of
 from softlabels.engine.trainer import run_or_resume
 
 ASSETS = Path(__file__).parent / "assets" / "teachers"
@@ -81,7 +81,7 @@ def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False, retrain_tea
         rows["teacher (resnet20)"] = summary
     else:
         manifest = json.loads((ASSETS / f"{TEACHER_NAME}.json").read_text())
-        rows["teacher (resnet20)"] = {"best_top1": manifest["best_top1"], "last_top1": manifest["last_top1"],
+        rows["teacher (resnet20)"] = {"best_top1": manifest["last_top1"], "last_top1": manifest["last_top1"],
                                       "source": f"shipped checkpoint {teacher_ckpt.name}"}
         print(f"using the shipped teacher {teacher_ckpt} (sha256 checked)", file=sys.stderr)
 
@@ -110,16 +110,21 @@ def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False, retrain_tea
 
 
 def publish_teacher(run_dir: str | Path) -> Path:
-    """Copy a finished teacher run into the package assets with its config, log and sha256 (maintainers)."""
+    """Copy a finished teacher run into the package assets with its config, log and sha256 (maintainers).
+
+    The shipped weights are the LAST epoch's (no selection on the test set), without optimizer state.
+    """
     rd = Path(run_dir)
     ASSETS.mkdir(parents=True, exist_ok=True)
     dest = ASSETS / f"{TEACHER_NAME}.pt"
-    shutil.copyfile(rd / "best.pt", dest)
+    last = load_checkpoint(rd / "last.pt")
+    keep = ("format", "model_name", "num_classes", "in_channels", "dataset", "epoch", "model", "metrics", "config")
+    save_atomic({k: last[k] for k in keep if k in last}, dest)
     shutil.copyfile(rd / "config.yaml", ASSETS / f"{TEACHER_NAME}.config.yaml")
     shutil.copyfile(rd / "metrics.jsonl", ASSETS / f"{TEACHER_NAME}.metrics.jsonl")
     summary = json.loads((rd / "summary.json").read_text())
-    manifest = {"sha256": sha256_of(dest), "best_top1": summary["best_top1"], "last_top1": summary["last_top1"],
-                "best_epoch": summary["best_epoch"], "wall_time_s": summary["wall_time_s"],
+    manifest = {"sha256": sha256_of(dest), "weights": "last epoch", "epoch": last["epoch"],
+                "best_top1": summary["best_top1"], "last_top1": summary["last_top1"], "best_epoch": summary["best_epoch"], "wall_time_s": summary["wall_time_s"],
                 "environment": summary["environment"]}
     (ASSETS / f"{TEACHER_NAME}.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return dest
