@@ -37,7 +37,8 @@ def _progress(iterable, total: int, desc: str, enabled: bool):
         return iterable
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr)
+    # disable=None: no bar when stderr is not a terminal (logs, CI), the per-epoch line remains
+    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr, disable=None)
 
 
 @torch.no_grad()
