@@ -26,7 +26,7 @@ BASE = {
     "seed": 0,
     "data": {"name": "fashion_mnist", "train_subset": 0.1, "batch_size": 128, "crop_padding": 2, "flip": True},
     "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": True},
-    "schedule": {"name": "cosine", "epochs": 15, "warmup_epochs": 1},
+    "schedule": {"name": "cosine", "epochs": 12, "warmup_epochs": 1},
     "runtime": {"progress": True},
 }
 TEACHER = {"student": {"name": "resnet20"}, "method": {"name": "ce"}, "schedule": {"epochs": 30}}
@@ -90,7 +90,9 @@ def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False, retrain_tea
         cfg = _merge(BASE, extra)
         cfg.update(name=run_name, output_dir=str(out), student={"name": STUDENT_MODEL})
         if extra["method"]["name"] != "ce":
-            cfg["teacher"] = {"name": "resnet20", "checkpoint": str(teacher_ckpt)}
+            # KD fills the teacher-logit cache, WSL replays the same augmented images and reads it
+            cfg["teacher"] = {"name": "resnet20", "checkpoint": str(teacher_ckpt), "cache": True,
+                              "cache_path": str(out / "teacher_cache")}
         if quick:
             cfg = _merge(cfg, {"schedule": {"epochs": 2}, "data": {"train_subset": 0.02}})
         print(f"training {label} ({STUDENT_MODEL}) ...", file=sys.stderr)
