@@ -358,7 +358,7 @@ class Trainer:
                 self.tracker.update(logits, method.last_teacher_logits, targets)
             if bar is not loader and step % 20 == 0:
                 rate = seen / max(time.perf_counter() - t0, 1e-9)
-                bar.set_postfix(loss=f"{float(loss):.3f}", acc=f"{100 * int(correct) / seen:.1f}", img_s=f"{rate:.0f}")
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}", acc=f"{100 * int(correct) / seen:.1f}", img_s=f"{rate:.0f}")
         if sums is None:
             sums = torch.zeros(0, device=self.device)
         totals = all_reduce_sum(torch.cat([sums, correct.float().view(1), torch.tensor([float(seen)], device=self.device)]),
