@@ -141,6 +141,10 @@ class RuntimeConfig(_Strict):
     progress: bool = True
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: torch's choice")
     checkpoint_every: int = Field(1, ge=1, description="write last.pt every N epochs (and always at the end)")
+    per_sample_dump: bool = Field(
+        False,
+        description="distillation runs: write per_sample/epoch_NNNN.pt (index, p_s(y), p_t(y), w, regularization flag)",
+    )
     amp: Literal["off", "bf16", "fp16"] = Field("off", description="autocast precision; losses stay float32")
     channels_last: bool = Field(False, description="NHWC memory format for models and images")
     compile: bool = Field(False, description="torch.compile student and teacher (slow start; off on CPU)")

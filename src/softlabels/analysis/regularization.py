@@ -22,9 +22,10 @@ class RegularizationTracker:
     Cost per batch: two log-softmaxes and a gather on logits already computed.
     """
 
-    def __init__(self, num_classes: int, temperature: float) -> None:
+    def __init__(self, num_classes: int, temperature: float, keep_samples: bool = False) -> None:
         self.num_classes = num_classes
         self.temperature = temperature
+        self.keep_samples = keep_samples
         self.reset()
 
     def reset(self) -> None:
@@ -33,12 +34,19 @@ class RegularizationTracker:
         self._per_class_n = None
         self._per_class_reg = None
         self.weights: list[torch.Tensor] = []
+        self.samples: list[tuple[torch.Tensor, ...]] = []
 
     @torch.no_grad()
-    def update(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor) -> None:
-        """student_logits, teacher_logits: (batch, classes); targets: (batch,). No host sync."""
+    def update(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor,
+               indices: torch.Tensor | None = None) -> None:
+        """student_logits, teacher_logits: (batch, classes); targets, indices: (batch,). No host sync."""
         s, t = student_logits.detach().float(), teacher_logits.detach().float()
         mask_t = regularization_mask(s, t, targets, self.temperature)
+        if self.keep_samples and indices is not None:
+            idx = targets.view(-1, 1)
+            p_s = torch.softmax(s / self.temperature, 1).gather(1, idx).squeeze(1)
+            p_t = torch.softmax(t / self.temperature, 1).gather(1, idx).squeeze(1)
+            self.samples.append((indices.detach(), p_s, p_t, mask_t))
         ce_s = F.cross_entropy(s, targets, reduction="none")
         ce_t = F.cross_entropy(t, targets, reduction="none")
         mask_1 = ce_s < ce_t  # p_s(y) > p_t(y) at T = 1
@@ -53,6 +61,20 @@ class RegularizationTracker:
             self._per_class_reg += per_reg
         self.n += targets.numel()
         self.weights.append(1.0 - torch.exp(-(ce_s / (ce_t + WSL_EPS)).clamp(min=0)))
+
+    def sample_table(self) -> dict[str, torch.Tensor]:
+        """This epoch's per-sample records (CPU, compact dtypes), in visiting order.
+
+        index int64 (n,) sample positions in the training set; p_s, p_t float16 (n,) student and
+        teacher probability of the true class at the run's T; w float16 (n,) WSL weight;
+        regularization bool (n,) p_s > p_t.
+        """
+        if not self.samples:
+            return {}
+        idx, p_s, p_t, reg = (torch.cat(parts).cpu() for parts in zip(*self.samples))
+        w = torch.cat(self.weights).cpu()
+        return {"index": idx.long(), "p_s": p_s.half(), "p_t": p_t.half(), "w": w.half(), "regularization": reg.bool(),
+                "temperature": torch.tensor(self.temperature)}
 
     def summary(self, reduce=None) -> dict:
         """Fields for metrics.jsonl: counts and fractions at T and T=1, per class, weight statistics.

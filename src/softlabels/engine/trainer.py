@@ -139,7 +139,8 @@ class Trainer:
         self.optimizer = self._make_optimizer()
         self.tracker = None
         if method_cls.logit_based and teacher is not None:
-            self.tracker = RegularizationTracker(self.num_classes, getattr(self.params, "temperature", 1.0))
+            self.tracker = RegularizationTracker(self.num_classes, getattr(self.params, "temperature", 1.0),
+                                                 keep_samples=exp.runtime.per_sample_dump)
         self.start_epoch = 0
         self.best = {"top1": -math.inf, "epoch": -1}
         self.wall_before = 0.0
@@ -278,6 +279,8 @@ class Trainer:
                 selector = "val_top1"
             if self.tracker is not None:
                 record.update(self.tracker.summary(lambda t: all_reduce_sum(t, self.dist)))
+                if exp.runtime.per_sample_dump:
+                    self._dump_samples(epoch + 1)
             improved = record[selector] > self.best["top1"]
             if improved:
                 self.best = {"top1": record[selector], "epoch": epoch + 1, "selected_by": selector}
@@ -355,7 +358,7 @@ class Trainer:
             correct += (logits.detach().argmax(1) == targets).sum()
             seen += n
             if self.tracker is not None and method.last_teacher_logits is not None:
-                self.tracker.update(logits, method.last_teacher_logits, targets)
+                self.tracker.update(logits, method.last_teacher_logits, targets, indices)
             if bar is not loader and step % 20 == 0:
                 rate = seen / max(time.perf_counter() - t0, 1e-9)
                 bar.set_postfix(loss=f"{float(loss.detach()):.3f}", acc=f"{100 * int(correct) / seen:.1f}", img_s=f"{rate:.0f}")
@@ -367,6 +370,13 @@ class Trainer:
         stats = {f"train_{k}": v / max(seen, 1) for k, v in zip(names or [], totals[:-2])}
         stats["train_top1"] = 100.0 * totals[-2] / max(seen, 1)
         return stats, seen
+
+    def _dump_samples(self, epoch: int) -> None:
+        """per_sample/epoch_NNNN.pt (one file per process under torchrun: epoch_NNNN.rankR.pt)."""
+        folder = self.run_dir / "per_sample"
+        folder.mkdir(parents=True, exist_ok=True)
+        suffix = f".rank{self.dist.rank}" if self.dist.enabled else ""
+        ckpt_io.save_atomic({"epoch": epoch, **self.tracker.sample_table()}, folder / f"epoch_{epoch:04d}{suffix}.pt")
 
     @staticmethod
     def _check_finite(recent: list[torch.Tensor], names: list[str], epoch: int, last_step: int, steps: int) -> None:
