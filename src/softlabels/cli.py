@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     from softlabels.report.commands import add_parser as _add_report
 
     _add_report(sub)
+    from softlabels.analysis.commands import add_parser as _add_analyze
+
+    _add_analyze(sub)
     return parser
 
 
