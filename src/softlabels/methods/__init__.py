@@ -31,6 +31,13 @@ def list_methods() -> list[str]:
 
 
 def get_method(name: str) -> type[Distiller]:
-    """The :class:`Distiller` class registered as ``name`` (UserError listing the names if unknown)."""
+    """The :class:`Distiller` class registered as ``name`` (UserError listing the names if unknown).
+
+    ``"a+b"`` returns a combination of registered methods on one forward pass (``methods/combined.py``).
+    """
     _import_all()
+    if "+" in name:
+        from softlabels.methods.combined import make_combined
+
+        return make_combined(name)
     return METHODS.get(name)
