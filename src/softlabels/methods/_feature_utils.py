@@ -64,6 +64,20 @@ class ConvReg(nn.Module):
         return self.relu(self.bn(self.conv(x)))
 
 
+class StagePairs:
+    """Mixin for methods comparing paired stages: the student and teacher features are the
+    :func:`paired_stages` of the two models (error messages name the method by its class name)."""
+
+    def _pairs(self) -> tuple[list[str], list[str]]:
+        return paired_stages(self.student, self.teacher, type(self).__name__)
+
+    def student_features(self) -> list[str]:
+        return self._pairs()[0]
+
+    def teacher_features(self) -> list[str]:
+        return self._pairs()[1]
+
+
 def paired_stages(student: nn.Module, teacher: nn.Module, method: str) -> tuple[list[str], list[str]]:
     """``(student stage names, teacher stage names)``, the last ``min(N_s, N_t)`` of each, in order.
 

@@ -27,6 +27,7 @@ from torch import nn
 from softlabels.errors import ConfigError
 from softlabels.features import stage_names
 from softlabels.losses import kd_loss
+from softlabels.methods._feature_utils import ConvReg
 from softlabels.methods.base import Batch, Distiller, MethodParams, register_method
 
 
@@ -70,31 +71,6 @@ def pre_relu_names(model: nn.Module, method: str, role: str) -> list[str]:
     return names
 
 
-class ConvRegressor(nn.Module):
-    """Maps a student map (N, Cs, Hs, Ws) to the teacher's (N, Ct, Ht, Wt): conv then BN, no ReLU.
-
-    Hs == 2 Ht: 3x3 stride-2 conv; 2 Hs == Ht: 4x4 stride-2 transposed conv; Hs >= Ht: a valid conv
-    of kernel (1 + Hs - Ht, 1 + Ws - Wt) (1x1 when the sizes agree).
-    """
-
-    def __init__(self, s_shape: torch.Size, t_shape: torch.Size) -> None:
-        super().__init__()
-        _, sc, sh, sw = s_shape
-        _, tc, th, tw = t_shape
-        if sh == 2 * th and sw == 2 * tw:
-            self.conv = nn.Conv2d(sc, tc, kernel_size=3, stride=2, padding=1)
-        elif 2 * sh == th and 2 * sw == tw:
-            self.conv = nn.ConvTranspose2d(sc, tc, kernel_size=4, stride=2, padding=1)
-        elif sh >= th and sw >= tw:
-            self.conv = nn.Conv2d(sc, tc, kernel_size=(1 + sh - th, 1 + sw - tw))
-        else:
-            raise ConfigError(f"no connector from a student map {sh}x{sw} to a larger teacher map {th}x{tw}")
-        self.bn = nn.BatchNorm2d(tc)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.conv(x))
-
-
 @register_method("ab")
 class AB(Distiller):
     """Loss terms: ``ab`` during the init phase; ``ce`` (and ``kd`` when ``kd_weight`` > 0) afterwards."""
@@ -118,7 +94,7 @@ class AB(Distiller):
         for s_name, t_name in self._pairs():
             s_shape, t_shape = s_feats[s_name].shape, t_feats[t_name].shape
             same = s_shape[1:] == t_shape[1:]
-            connectors.append(nn.Identity() if same else ConvRegressor(s_shape, t_shape))
+            connectors.append(nn.Identity() if same else ConvReg(s_shape, t_shape, relu=False))
         self.auxiliary["connectors"] = connectors.to(sample_images.device)
 
     def ab_loss(self, batch: Batch) -> torch.Tensor:

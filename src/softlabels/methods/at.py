@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from softlabels.methods._feature_utils import ce_term, float32_loss, match_spatial, paired_stages
+from softlabels.methods._feature_utils import StagePairs, ce_term, float32_loss, match_spatial
 from softlabels.methods.base import Batch, Distiller, MethodParams, register_method
 
 
@@ -52,19 +52,10 @@ def at_loss(f_s: torch.Tensor, f_t: torch.Tensor, p: float = 2.0) -> torch.Tenso
 
 
 @register_method("at")
-class AT(Distiller):
+class AT(StagePairs, Distiller):
     """Loss terms: ``ce`` and ``at`` (weighted sum over stages)."""
 
     Params = ATParams
-
-    def _pairs(self) -> tuple[list[str], list[str]]:
-        return paired_stages(self.student, self.teacher, "AT")
-
-    def student_features(self) -> list[str]:
-        return self._pairs()[0]
-
-    def teacher_features(self) -> list[str]:
-        return self._pairs()[1]
 
     def loss_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
         p = self.params

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from softlabels.methods._feature_utils import ce_term, float32_loss, match_spatial, paired_stages
+from softlabels.methods._feature_utils import StagePairs, ce_term, float32_loss, match_spatial
 from softlabels.methods.base import Batch, Distiller, MethodParams, register_method
 
 
@@ -46,19 +46,10 @@ def nst_loss(f_s: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
 
 
 @register_method("nst")
-class NST(Distiller):
+class NST(StagePairs, Distiller):
     """Loss terms: ``ce`` and ``nst``."""
 
     Params = NSTParams
-
-    def _pairs(self) -> tuple[list[str], list[str]]:
-        return paired_stages(self.student, self.teacher, "NST")
-
-    def student_features(self) -> list[str]:
-        return self._pairs()[0]
-
-    def teacher_features(self) -> list[str]:
-        return self._pairs()[1]
 
     def loss_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
         p = self.params
