@@ -83,3 +83,15 @@ def test_demo_quick(tmp_path, capsys):
     results = json.loads((tmp_path / "demo" / "results.json").read_text())
     assert len(results["rows"]) == 4
     assert all(0 <= r["best_top1"] <= 100 for r in results["rows"].values())
+
+
+def test_eval_with_corruptions(tmp_path, tiny, capsys):
+    path = write_cfg(tmp_path, tiny(tmp_path, name="ce", epochs=1))
+    assert main(["train", path]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "ce"), "--json", "--corruptions", "gaussian_noise", "contrast"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["corruptions"]) == {"gaussian_noise", "contrast"}
+    assert all(set(v) == {"1", "2", "3", "4", "5"} for v in result["corruptions"].values())
+    assert main(["eval", str(tmp_path / "ce"), "--corruptions", "sunburn"]) == 2
+    assert "sunburn" in capsys.readouterr().err

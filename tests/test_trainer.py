@@ -253,3 +253,32 @@ def test_per_sample_dump(tmp_path, tiny, tiny_teacher):
         assert int(d["regularization"].sum()) == rows[epoch - 1]["reg_count"]
         agree = (d["p_s"].float() > d["p_t"].float()) == d["regularization"]
         assert agree.float().mean() > 0.97  # float16 rounding can flip near-ties
+
+
+def test_infodrop_from_config_and_finetune_phase(tmp_path, tiny):
+    cfg = tiny(tmp_path, name="infodrop", epochs=2)
+    cfg["student"]["infodrop"] = {"after": ["stem"], "drop_rate": 1.5, "temperature": 0.03, "finetune_epochs": 1}
+    trainer = Trainer(validate_config(cfg))
+    layers = list(trainer.method.student.infodrop_layers.values())
+    assert len(layers) == 1
+    seen = []
+    original = trainer._train_epoch
+
+    def spy(epoch):
+        out = original(epoch)
+        seen.append(layers[0].active)
+        return out
+
+    trainer._train_epoch = spy
+    trainer.fit()
+    assert seen == [True, False]  # InfoDrop in the first epoch, off in the fine-tuning epoch
+    state = load_checkpoint(tmp_path / "infodrop" / "last.pt")
+    assert not any("infodrop" in k for k in state["model"])  # no state: checkpoints load into a plain model
+
+
+def test_method_diagnostics_reach_metrics(tmp_path, tiny, tiny_teacher):
+    cfg = tiny(tmp_path, name="prokt", method={"name": "prokt"},
+               teacher={"name": "resnet8", "checkpoint": str(tiny_teacher)}, epochs=1)
+    train(validate_config(cfg))
+    row = json.loads((tmp_path / "prokt" / "metrics.jsonl").read_text().splitlines()[0])
+    assert row["prokt_teacher_drift"] > 0 and "prokt_teacher_kl" in row

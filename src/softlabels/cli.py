@@ -47,7 +47,8 @@ def _cmd_validate(args) -> int:
 def _cmd_eval(args) -> int:
     from softlabels.evaluate import evaluate_checkpoint
 
-    result = evaluate_checkpoint(args.checkpoint, split=args.split, data_root=args.data_root, device=args.device)
+    result = evaluate_checkpoint(args.checkpoint, split=args.split, data_root=args.data_root, device=args.device,
+                                 corruptions=args.corruptions)
     print(json.dumps(result, indent=None if args.json else 2))
     return 0
 
@@ -102,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="dataset folder, if it moved since training")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="one-line JSON output")
+    p.add_argument("--corruptions", nargs="*", default=None, metavar="NAME",
+                   help="also top-1 under common corruptions, severities 1-5 (no names: the six defaults)")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("demo", help="Fashion-MNIST: teacher, student alone, KD and WSL, with a table")

@@ -61,10 +61,26 @@ class DataConfig(_Strict):
         return v
 
 
+class InfoDropConfig(_Strict):
+    """Informative dropout (Shi et al., ICML 2020) after named stages of the student."""
+
+    after: list[str] = Field(["stem"], min_length=1, description="feature names (stem, stage1, ...) or module:PATH")
+    drop_rate: float = Field(1.5, gt=0, description="paper presets: 1.5 with T 0.03, or 0.1 with T 0.5")
+    temperature: float = Field(0.03, gt=0)
+    finetune_epochs: int = Field(0, ge=0, description="last N epochs train without InfoDrop")
+    radius: int = Field(3, ge=1)
+    num_offsets: int | None = Field(9, ge=1, description="sampled neighbour offsets; null: all")
+    bandwidth: float = Field(1.0, gt=0)
+    padding_mode: Literal["replicate", "zeros"] = "replicate"
+    source: Literal["input", "output"] = "input"
+    input_from: str | None = None
+
+
 class ModelConfig(_Strict):
     """The student (or the model trained alone)."""
 
     name: str
+    infodrop: InfoDropConfig | None = None
     num_classes: int | None = Field(None, ge=1, description="default: the dataset's class count")
     init: str | None = Field(None, description="optional checkpoint to start from (shared initialisation)")
 

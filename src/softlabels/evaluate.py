@@ -8,13 +8,20 @@ from softlabels.data import build_data
 from softlabels.engine import checkpoint as ckpt_io
 from softlabels.engine.env import select_device
 from softlabels.engine.trainer import evaluate
-from softlabels.errors import CheckpointError
+from softlabels.errors import CheckpointError, UserError
 from softlabels.models import create_model
 
 
 def evaluate_checkpoint(path: str | Path, *, split: str = "test", data_root: str | None = None,
-                        device: str = "auto") -> dict:
-    """Top-1/top-5 (%) and mean CE of the checkpoint's model on its dataset's ``split``."""
+                        device: str = "auto", corruptions: list[str] | None = None) -> dict:
+    """Top-1/top-5 (%) and mean CE of the checkpoint's model on its dataset's ``split``; with
+    ``corruptions`` also top-1 under each corruption at severities 1-5 ({name: {severity: top1}})."""
+    if corruptions:
+        from softlabels.corruptions import CORRUPTIONS
+
+        unknown = [c for c in corruptions if c not in CORRUPTIONS]
+        if unknown:
+            raise UserError(f"unknown corruption(s) {', '.join(unknown)}; known: {', '.join(CORRUPTIONS)}")
     ckpt = ckpt_io.load_checkpoint(path)
     config = ckpt.get("config")
     if not config or "model_name" not in ckpt:
@@ -34,5 +41,10 @@ def evaluate_checkpoint(path: str | Path, *, split: str = "test", data_root: str
     ckpt_io.load_model_weights(model, ckpt)
     model.to(dev)
     metrics = evaluate(model, loader, ckpt["num_classes"])
+    if corruptions is not None:  # [] means the default set
+        from softlabels.corruptions import DEFAULT_CORRUPTIONS, evaluate_corruptions
+
+        metrics["corruptions"] = evaluate_corruptions(model, loader, data.info.mean, data.info.std,
+                                                      corruptions or DEFAULT_CORRUPTIONS)
     return {"checkpoint": ckpt["_path"], "model": ckpt["model_name"], "epoch": ckpt.get("epoch"),
             "dataset": data.info.name, "split": split, **metrics}

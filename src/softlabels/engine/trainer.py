@@ -119,6 +119,10 @@ class Trainer:
         student = create_model(exp.student.name, self.num_classes, info.in_channels)
         if exp.student.init:
             ckpt_io.load_model_weights(student, ckpt_io.load_checkpoint(exp.student.init), expected_name=exp.student.name)
+        if exp.student.infodrop is not None:
+            from softlabels.models.infodrop import insert_infodrop
+
+            insert_infodrop(student, **exp.student.infodrop.model_dump(exclude={"finetune_epochs"}))
         student.to(self.device)
         teacher, self.teacher_info = None, None
         method_cls = get_method(exp.method.name)
@@ -268,6 +272,8 @@ class Trainer:
             train_time += dt
             record = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"], **train_stats}
             record["images_per_s"] = seen / dt if dt > 0 else None
+            if hasattr(self.method, "diagnostics"):  # method-specific per-epoch statistics (e.g. ProKT)
+                record.update(self.method.diagnostics())
             record["epoch_time_s"] = dt
             eval_kw = {"dist_info": self.dist, "autocast": self.autocast}
             test = evaluate(self.method.student, self.data.test, self.num_classes, **eval_kw)
@@ -312,6 +318,10 @@ class Trainer:
         loader.set_epoch(epoch)
         method.set_epoch(epoch)
         method.train()
+        if exp.student.infodrop is not None:  # off in the fine-tuning epochs at the end
+            from softlabels.models.infodrop import set_infodrop_active
+
+            set_infodrop_active(method.student, epoch < self.total_epochs - exp.student.infodrop.finetune_epochs)
         init = method.init_epochs
         if self.tracker is not None:
             self.tracker.reset()
