@@ -64,6 +64,16 @@ class ConvReg(nn.Module):
         return self.relu(self.bn(self.conv(x)))
 
 
+class SameFeature:
+    """Mixin for methods comparing one feature (``params.feature``, e.g. "pooled") of both models."""
+
+    def student_features(self) -> list[str]:
+        return [self.params.feature]
+
+    def teacher_features(self) -> list[str]:
+        return [self.params.feature]
+
+
 class StagePairs:
     """Mixin for methods comparing paired stages: the student and teacher features are the
     :func:`paired_stages` of the two models (error messages name the method by its class name)."""

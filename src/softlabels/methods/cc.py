@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from softlabels.methods._feature_utils import ce_term, flat, float32_loss
+from softlabels.methods._feature_utils import SameFeature, ce_term, flat, float32_loss
 from softlabels.methods.base import Batch, Distiller, MethodParams, register_method
 
 
@@ -80,16 +80,10 @@ def cc_gaussian_loss(e_s: torch.Tensor, e_t: torch.Tensor, gamma: float = 0.4, o
 
 
 @register_method("cc")
-class CC(Distiller):
+class CC(SameFeature, Distiller):
     """Loss terms: ``ce`` and ``cc``."""
 
     Params = CCParams
-
-    def student_features(self) -> list[str]:
-        return [self.params.feature]
-
-    def teacher_features(self) -> list[str]:
-        return [self.params.feature]
 
     def setup(self, sample_images: torch.Tensor, data=None) -> None:
         p = self.params

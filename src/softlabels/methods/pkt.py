@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from softlabels.methods._feature_utils import ce_term, flat, float32_loss
+from softlabels.methods._feature_utils import SameFeature, ce_term, flat, float32_loss
 from softlabels.methods.base import Batch, Distiller, MethodParams, register_method
 
 PKT_EPS = 1e-7
@@ -47,16 +47,10 @@ def pkt_loss(f_s: torch.Tensor, f_t: torch.Tensor, eps: float = PKT_EPS) -> torc
 
 
 @register_method("pkt")
-class PKT(Distiller):
+class PKT(SameFeature, Distiller):
     """Loss terms: ``ce`` and ``pkt``."""
 
     Params = PKTParams
-
-    def student_features(self) -> list[str]:
-        return [self.params.feature]
-
-    def teacher_features(self) -> list[str]:
-        return [self.params.feature]
 
     def loss_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
         p = self.params

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from softlabels.methods._feature_utils import ce_term, flat, float32_loss
+from softlabels.methods._feature_utils import SameFeature, ce_term, flat, float32_loss
 from softlabels.methods.base import Batch, Distiller, MethodParams, register_method
 
 
@@ -81,16 +81,10 @@ def rkd_loss(f_s: torch.Tensor, f_t: torch.Tensor, distance_weight: float = 25.0
 
 
 @register_method("rkd")
-class RKD(Distiller):
+class RKD(SameFeature, Distiller):
     """Loss terms: ``ce`` and ``rkd``."""
 
     Params = RKDParams
-
-    def student_features(self) -> list[str]:
-        return [self.params.feature]
-
-    def teacher_features(self) -> list[str]:
-        return [self.params.feature]
 
     def loss_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
         p = self.params
