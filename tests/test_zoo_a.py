@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
 
+import regression
 from softlabels.errors import ConfigError, UserError
 from softlabels.losses import kd_loss
 from softlabels.methods import get_method, list_methods
@@ -305,16 +306,11 @@ def reference_values() -> dict[str, float]:
 
 
 def write_reference() -> None:
-    FIXTURE.parent.mkdir(parents=True, exist_ok=True)
-    FIXTURE.write_text(json.dumps(reference_values(), indent=2, sort_keys=True) + "\n")
+    regression.write_reference(FIXTURE, reference_values())
 
 
 def test_losses_match_stored_reference_values():
-    stored = json.loads(FIXTURE.read_text())
-    current = reference_values()
-    assert set(stored) == set(current)
-    for key, value in stored.items():
-        assert current[key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
+    regression.assert_matches_reference(FIXTURE, reference_values())
 
 
 def test_losses_run_in_float32_under_half_inputs():
@@ -604,4 +600,3 @@ def test_trainer_runs_and_resumes_a_combined_method(tmp_path, tiny, tiny_teacher
 if __name__ == "__main__":
     if "--write-reference" in sys.argv:
         write_reference()
-        print(f"wrote {FIXTURE}")

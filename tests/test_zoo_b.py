@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
 
+import regression
 from softlabels.errors import ConfigError
 from softlabels.methods import get_method
 from softlabels.methods.ab import ab_margin_loss
@@ -215,16 +216,11 @@ def reference_values() -> dict[str, float]:
 
 
 def write_reference() -> None:
-    FIXTURE.parent.mkdir(parents=True, exist_ok=True)
-    FIXTURE.write_text(json.dumps(reference_values(), indent=2, sort_keys=True) + "\n")
+    regression.write_reference(FIXTURE, reference_values())
 
 
 def test_losses_match_stored_reference_values():
-    stored = json.loads(FIXTURE.read_text())
-    current = reference_values()
-    assert set(stored) == set(current)
-    for key, value in stored.items():
-        assert current[key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
+    regression.assert_matches_reference(FIXTURE, reference_values())
 
 
 # ----------------------------------------------------------------------------- (2) CIFAR-shaped step
@@ -462,4 +458,3 @@ def test_fashion_mnist_shaped_resnet20_to_resnet8(name):
 if __name__ == "__main__":
     if "--write-reference" in sys.argv:
         write_reference()
-        print(f"wrote {FIXTURE}")
