@@ -179,17 +179,21 @@ class Distiller(nn.Module):
         """images (batch, C, H, W), targets (batch,) -> (student logits (batch, classes), {term: scalar})."""
         logits = self.student(images)
         teacher = self.teacher_logits(images, indices) if self.teacher is not None else None
-        batch = Batch(
+        return logits, self.loss_terms(self.make_batch(images, targets, indices, logits, teacher))
+
+    def make_batch(self, images: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor | None,
+                   student_logits: torch.Tensor, teacher_logits: torch.Tensor | None) -> Batch:
+        """The :class:`Batch` of this step, with the features captured during the forward passes."""
+        return Batch(
             images=images,
             targets=targets,
-            student_logits=logits,
-            teacher_logits=teacher,
+            student_logits=student_logits,
+            teacher_logits=teacher_logits,
             indices=indices,
             student_features=dict(self._student_capture.features) if self._student_capture else {},
             teacher_features=dict(self._teacher_capture.features) if self._teacher_capture else {},
             epoch=self.epoch,
         )
-        return logits, self.loss_terms(batch)
 
     def loss_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
         """{term name: weighted scalar loss} for one batch; the trainer sums them."""

@@ -184,16 +184,7 @@ class ProKT(Distiller):
     def forward(self, images, targets, indices=None):
         """Student forward, teacher update on the detached student logits, then the student's terms."""
         logits = self.student(images)
-        batch = Batch(
-            images=images,
-            targets=targets,
-            student_logits=logits,
-            teacher_logits=None,
-            indices=indices,
-            student_features=dict(self._student_capture.features) if self._student_capture else {},
-            epoch=self.epoch,
-        )
-        return logits, self.loss_terms(batch)
+        return logits, self.loss_terms(self.make_batch(images, targets, indices, logits, None))
 
     def loss_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Update the moving teacher (training mode only), then the student's terms toward it."""
