@@ -230,6 +230,17 @@ def test_val_split_disjoint_stratified_original_indices():
             build_data(data_cfg(val_split=bad))
 
 
+def test_split_seed_fixes_subset_and_val_across_run_seeds():
+    fixed = [build_data(data_cfg(train_subset=100, val_split=0.2, split_seed=3), seed=s) for s in (0, 1)]
+    assert torch.equal(fixed[0].train.indices, fixed[1].train.indices)
+    assert torch.equal(fixed[0].val.indices, fixed[1].val.indices)
+    assert fixed[0].train.seed == 0 and fixed[1].train.seed == 1  # order and augmentation still follow the run
+    free = [build_data(data_cfg(train_subset=100, val_split=0.2), seed=s) for s in (0, 1)]
+    assert not torch.equal(free[0].val.indices, free[1].val.indices)
+    same = build_data(data_cfg(train_subset=100, val_split=0.2), seed=3)
+    assert torch.equal(same.val.indices, fixed[0].val.indices)  # split_seed 3 == run seed 3
+
+
 # ----------------------------------------------------------------------------- loader
 def test_loader_batches_shapes_normalisation_and_coverage():
     cfg = data_cfg(augment=False, batch_size=64)

@@ -37,6 +37,9 @@ class DataConfig(_Strict):
     download: bool = False
     train_subset: int | float | None = None
     val_split: int | float = 0
+    split_seed: int | None = Field(
+        None, description="seed of train_subset and val_split; null: the run's seed (fix it to compare seeds on the same images)"
+    )
     batch_size: int = Field(128, ge=1)
     eval_batch_size: int = Field(512, ge=1)
     num_workers: int = Field(4, ge=0)

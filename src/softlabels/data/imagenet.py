@@ -25,7 +25,7 @@ from softlabels.data.base import (
     register_dataset,
 )
 from softlabels.data.base import generator as seeded_generator
-from softlabels.data.splits import num_batches, subset_and_split
+from softlabels.data.splits import num_batches, split_seed, subset_and_split
 from softlabels.errors import DataError, UserError
 
 MEAN = (0.485, 0.456, 0.406)
@@ -230,7 +230,7 @@ def build_imagenet(cfg: Any, device: torch.device, seed: int) -> DataBundle:
     flip = bool(option(cfg, "flip", True))
     drop_last = bool(option(cfg, "drop_last", False))
     labels = torch.as_tensor(train_folder.targets, dtype=torch.long)
-    train_idx, val_idx = subset_and_split(labels, option(cfg, "train_subset"), option(cfg, "val_split", 0), seed)
+    train_idx, val_idx = subset_and_split(labels, option(cfg, "train_subset"), option(cfg, "val_split", 0), split_seed(cfg, seed))
     if drop_last and train_idx.numel() < batch_size:
         raise UserError(
             f"data.drop_last is true but the training set has only {train_idx.numel()} images, "

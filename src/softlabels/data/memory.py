@@ -18,7 +18,7 @@ from softlabels.data.base import (
     positive_int,
 )
 from softlabels.data.base import generator as seeded_generator
-from softlabels.data.splits import num_batches, subset_and_split
+from softlabels.data.splits import num_batches, split_seed, subset_and_split
 from softlabels.errors import DataError, UserError
 
 
@@ -247,7 +247,7 @@ def in_memory_bundle(
     flip = bool(option(cfg, "flip", True))
     drop_last = bool(option(cfg, "drop_last", False))
     train_idx, val_idx = subset_and_split(
-        train_labels, option(cfg, "train_subset", None), option(cfg, "val_split", 0), seed
+        train_labels, option(cfg, "train_subset", None), option(cfg, "val_split", 0), split_seed(cfg, seed)
     )
     if drop_last and train_idx.numel() < batch_size:
         raise UserError(

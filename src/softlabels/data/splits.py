@@ -99,6 +99,16 @@ def subset_and_split(
     return pool[train_pos], pool[val_pos]
 
 
+def split_seed(cfg: object, run_seed: int) -> int:
+    """Seed of ``train_subset`` and ``val_split``: ``data.split_seed`` when set, else the run's seed.
+
+    Fixing ``data.split_seed`` keeps the same training/validation images across runs with
+    different seeds (so a teacher trained on that training part never sees the validation part).
+    """
+    value = getattr(cfg, "split_seed", None)
+    return int(run_seed) if value is None else int(value)
+
+
 def num_batches(num_samples: int, batch_size: int, drop_last: bool) -> int:
     """Batches per epoch for ``num_samples`` samples."""
     return num_samples // batch_size if drop_last else math.ceil(num_samples / batch_size)

@@ -11,6 +11,7 @@ outputs at the start of every epoch.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -20,6 +21,22 @@ import torch
 from softlabels.errors import CheckpointError
 
 FORMAT = "softlabels-teacher-cache/1"
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path):
+    """An exclusive advisory lock on ``lock_path`` (a no-op where fcntl is unavailable)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(lock_path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 SPOT_CHECK_ATOL = 2e-2  # float16 storage of logits: |error| <= ~1e-3 * |logit|
 
 
@@ -37,6 +54,15 @@ class TeacherCache:
         self.meta = {"format": FORMAT, **meta}
         self.slots, self.size, self.classes = int(meta["slots"]), int(meta["full_train_size"]), int(meta["num_classes"])
         self.path.mkdir(parents=True, exist_ok=True)
+        # Runs in parallel processes may open the same cache: creating it is done under a lock;
+        # afterwards they only write identical values (logits before the filled flag).
+        with _exclusive(self.path / ".lock"):
+            self._open()
+        self.hits = 0
+        self.misses = 0
+
+    def _open(self) -> None:
+        """Check or write meta.json and map the two arrays (caller holds the lock)."""
         meta_file = self.path / "meta.json"
         if meta_file.is_file():
             stored = json.loads(meta_file.read_text())
@@ -56,8 +82,6 @@ class TeacherCache:
             self.filled = np.memmap(self.path / "filled.u8", dtype=np.uint8, mode=mode, shape=(self.slots, self.size))
         except (ValueError, OSError) as exc:
             raise CheckpointError(f"teacher cache {self.path} is truncated or unreadable ({exc}); delete it") from None
-        self.hits = 0
-        self.misses = 0
 
     def slot(self, epoch: int) -> int:
         return epoch % self.slots if self.slots > 1 else 0

@@ -165,6 +165,7 @@ class Trainer:
         meta = {
             "teacher": exp.teacher.name, "teacher_sha256": self.teacher_info["sha256"],
             "dataset": self.data.info.name, "train_subset": d.train_subset, "val_split": d.val_split,
+            "split_seed": d.split_seed,
             "seed": exp.seed, "augment": augmented, "crop_padding": d.crop_padding if augmented else 0,
             "flip": d.flip if augmented else False, "amp": exp.runtime.amp,
             "slots": epochs if augmented else 1, "full_train_size": self.data.train.full_size,
