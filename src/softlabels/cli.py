@@ -137,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     from softlabels.analysis.commands import add_parser as _add_analyze
 
     _add_analyze(sub)
+    from softlabels.reproduce.commands import add_parser as _add_reproduce
+
+    _add_reproduce(sub)
     return parser
 
 

@@ -1,0 +1,297 @@
+"""Results of a plan from its run folders alone: a JSON file, a markdown report and a plot.
+
+Reads only ``summary.json``, ``metrics.jsonl`` and the teachers' ``best.pt`` (for the sha256) of
+the runs the plan names; it trains nothing, so ``softlabels reproduce PLAN --collect`` regenerates
+``results.json`` and the report from committed logs on any machine.
+
+"best" is the test top-1 at the epoch chosen on the validation split; "last" is the test top-1
+after the last epoch; "test-max" (the maximum of test top-1 over epochs, which several papers
+report) is kept in the JSON for comparison but never used to choose anything.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from softlabels.engine.checkpoint import sha256_of
+from softlabels.reproduce.plan import Plan, get_dotted, tag_of, teacher_checkpoint, teacher_run
+from softlabels.reproduce.runner import final_runs, read_metrics, selection_state
+from softlabels.reproduce.stats import mean_std, paired_comparison
+
+WSL = "wsl"
+
+
+def _summary(run_dir: Path) -> dict | None:
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    return data if data.get("epochs") == data.get("total_epochs") else None
+
+
+def _rel(path: Path | str) -> str:
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)
+
+
+def collect(plan: Plan) -> dict:
+    """The machine-readable results of ``plan`` (see module docstring)."""
+    chosen, table, complete = selection_state(plan)
+    teachers = {}
+    for name in plan.teachers:
+        run = teacher_run(plan, name)
+        summary = _summary(run.run_dir)
+        ckpt = teacher_checkpoint(plan, name)
+        teachers[name] = {
+            "model": get_dotted(run.config, "student.name"),
+            "run_dir": _rel(run.run_dir),
+            "checkpoint": _rel(ckpt),
+            "sha256": sha256_of(ckpt) if ckpt.is_file() else None,
+            "best_top1": summary and summary.get("best_top1"),
+            "last_top1": summary and summary.get("last_top1"),
+            "best_epoch": summary and summary.get("best_epoch"),
+            "epochs": summary and summary.get("total_epochs"),
+            "wall_time_s": summary and summary.get("wall_time_s"),
+        }
+    pairs: dict[str, Any] = {
+        name: {"teacher": p.teacher, "teacher_model": teachers[p.teacher]["model"], "student": p.student,
+               "methods": {}}
+        for name, p in plan.pairs.items()
+    }
+    wall = sum(t["wall_time_s"] or 0 for t in teachers.values())
+    selection_runs = {c["run_dir"] for c in table}
+    for run in final_runs(plan, chosen):
+        entry = pairs[run.pair]["methods"].setdefault(run.method, {
+            "method": get_dotted(run.config, "method.name"), "values": run.values, "tag": tag_of(run.values),
+            "selected": bool(plan.methods[run.method].select), "inherited_from": sorted(plan.methods[run.method].inherit),
+            "seeds": [], "best": [], "last": [], "test_max": [], "best_epoch": [], "run_dirs": [],
+            "reg_fraction_last": [], "missing_seeds": [],
+        })
+        summary = _summary(run.run_dir)
+        if summary is None:
+            entry["missing_seeds"].append(run.seed)
+            continue
+        rows = read_metrics(run.run_dir)
+        entry["seeds"].append(run.seed)
+        entry["best"].append(summary["best_top1"])
+        entry["last"].append(summary["last_top1"])
+        entry["best_epoch"].append(summary["best_epoch"])
+        entry["test_max"].append(max(r["test_top1"] for r in rows) if rows else None)
+        entry["reg_fraction_last"].append(rows[-1].get("reg_fraction") if rows else None)
+        entry["run_dirs"].append(_rel(run.run_dir))
+        if str(run.run_dir) not in selection_runs:
+            wall += summary.get("wall_time_s") or 0
+    for c in table:
+        s = _summary(Path(c["run_dir"]))
+        wall += (s or {}).get("wall_time_s") or 0
+    for pair in pairs.values():
+        for entry in pair["methods"].values():
+            for key in ("best", "last", "test_max"):
+                m, s = mean_std(entry[key])
+                entry[f"{key}_mean"], entry[f"{key}_std"] = m, s
+        pair["paired"] = _paired(plan, pair["methods"])
+    return {
+        "plan": plan.name,
+        "plan_file": _rel(plan.source) if Path(plan.source).exists() else plan.source,
+        "seeds": plan.seeds,
+        "selection": {"seed": plan.selection.seed, "metric": plan.selection.metric, "complete": complete,
+                      "chosen": {f"{p}/{m}": v for (p, m), v in chosen.items()},
+                      "candidates": [{**c, "run_dir": _rel(c["run_dir"])} for c in table]},
+        "base": plan.base,
+        "teachers": teachers,
+        "pairs": pairs,
+        "temperature": _temperature_curves(plan, table),
+        "compute_s": wall,
+    }
+
+
+def _paired(plan: Plan, methods: dict) -> dict:
+    """WSL against the baseline and against every other KD-style row, seed by seed (best and last)."""
+    out = {}
+    if WSL not in methods:
+        return out
+    others = [plan.results.baseline] + [m for m in methods if m not in (WSL, plan.results.baseline)
+                                         and methods[m]["inherited_from"] == [WSL]]
+    for other in others:
+        if other not in methods:
+            continue
+        a, b = methods[WSL], methods[other]
+        common = sorted(set(a["seeds"]) & set(b["seeds"]))
+        out[f"{WSL}-{other}"] = {
+            "seeds": common,
+            **{key: paired_comparison([a[key][a["seeds"].index(s)] for s in common],
+                                      [b[key][b["seeds"].index(s)] for s in common]) for key in ("best", "last")},
+        }
+    return out
+
+
+def _temperature_curves(plan: Plan, table: list[dict]) -> dict:
+    """Regularization-sample fraction per epoch of each temperature-grid run (selection runs)."""
+    out: dict[str, dict] = {}
+    for c in table:
+        if not c["key"].endswith("temperature"):
+            continue
+        rows = read_metrics(Path(c["run_dir"]))
+        frac = [r.get("reg_fraction") for r in rows]
+        if not rows or frac[0] is None:
+            continue
+        out.setdefault(f"{c['pair']}/{c['method']}", {})[str(c["value"])] = {
+            "reg_fraction": frac, "reg_fraction_t1": [r.get("reg_fraction_t1") for r in rows],
+            "val_top1": c["score"], "test_top1_last": rows[-1].get("test_top1"),
+        }
+    return out
+
+
+# ----------------------------------------------------------------------------- plot + markdown
+def plot_temperature(results: dict, path: Path) -> Path | None:
+    """Regularization-sample fraction per epoch, one line per T, one panel per pair/method."""
+    curves = results["temperature"]
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), squeeze=False)
+    for ax, (name, by_t) in zip(axes[0], sorted(curves.items())):
+        for t, c in sorted(by_t.items(), key=lambda kv: float(kv[0])):
+            ax.plot(range(1, len(c["reg_fraction"]) + 1), [100 * f for f in c["reg_fraction"]], marker="o",
+                    ms=3, label=f"T={t} (val {c['val_top1']:.1f})" if c["val_top1"] is not None else f"T={t}")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("regularization samples (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    fig.savefig(path.with_suffix(".svg"))
+    plt.close(fig)
+    return path
+
+
+def _pm(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "—"
+    return f"{mean:.2f} ± {std:.2f}" if std is not None else f"{mean:.2f}"
+
+
+def _values_text(entry: dict) -> str:
+    if not entry["values"]:
+        return "defaults"
+    text = ", ".join(f"{k.split('.')[-1]} {v}" for k, v in entry["values"].items())
+    if entry["inherited_from"]:
+        text += f" (from {', '.join(entry['inherited_from'])})"
+    elif entry["selected"]:
+        text += " (val)"
+    return text
+
+
+def markdown(plan: Plan, results: dict, figure: Path | None, doc_dir: Path) -> str:
+    lines = [f"# Results: {plan.name}", "",
+             f"Generated by `softlabels reproduce {results['plan_file']} --collect` from the run folders "
+             f"under `{_rel(plan.output_dir)}` (do not edit by hand; notes come from "
+             f"`{plan.results.notes or '—'}`). Seeds {', '.join(map(str, plan.seeds))}; "
+             "**best** = test top-1 at the epoch with the best validation top-1, **last** = test top-1 after the "
+             "last epoch; mean ± sample std over seeds. Hyperparameters marked (val) were chosen on the held-out "
+             f"validation split with seed {plan.selection.seed}, never on the test set. "
+             f"Total compute of the runs: {results['compute_s'] / 60:.0f} min.", ""]
+    if not results["selection"]["complete"]:
+        lines += ["**Incomplete:** some selection runs have not finished; the table shows what has.", ""]
+    lines += ["## Teachers", "", "| Teacher | Model | best | last | epochs | sha256 | checkpoint |", "|---|---|---|---|---|---|---|"]
+    for name, t in results["teachers"].items():
+        lines.append(f"| {name} | {t['model']} | {_fmt(t['best_top1'])} | {_fmt(t['last_top1'])} | {t['epochs']} | "
+                     f"`{(t['sha256'] or '—')[:16]}` | `{t['checkpoint']}` |")
+    lines.append("")
+    for pair_name, pair in results["pairs"].items():
+        teacher = results["teachers"][pair["teacher"]]
+        lines += [f"## {pair_name}: {pair['teacher_model']} → {pair['student']}", "",
+                  "| Row | best | last | seeds | hyperparameters | per-seed best |", "|---|---|---|---|---|---|",
+                  f"| Teacher ({pair['teacher_model']}) | {_fmt(teacher['best_top1'])} | {_fmt(teacher['last_top1'])} | 1 "
+                  f"| trained once | — |"]
+        for name, e in pair["methods"].items():
+            missing = f" (+{len(e['missing_seeds'])} missing)" if e["missing_seeds"] else ""
+            lines.append(f"| {name} | {_pm(e['best_mean'], e['best_std'])} | {_pm(e['last_mean'], e['last_std'])} | "
+                         f"{len(e['seeds'])}{missing} | {_values_text(e)} | "
+                         f"{', '.join(f'{v:.2f}' for v in e['best'])} |")
+        lines.append("")
+        if pair["paired"]:
+            lines += ["Paired over seeds (same seed = same data order, augmentation and initialisation):", "",
+                      "| Comparison | metric | mean diff | std | wins/losses | t | p (two-sided) |",
+                      "|---|---|---|---|---|---|---|"]
+            for comp, res in pair["paired"].items():
+                for key in ("best", "last"):
+                    r = res[key]
+                    lines.append(f"| {comp.replace('-', ' − ')} | {key} | {_fmt(r['mean_diff'], '+.2f')} | "
+                                 f"{_fmt(r['std_diff'])} | {r['wins']}/{r['losses']} of {r['n']} | "
+                                 f"{_fmt(r['t'])} | {_fmt(r['p'], '.3f')} |")
+            lines.append("")
+    lines += ["## Selection on the validation split", "",
+              "| Pair | Method | step | key | value | val top-1 | chosen |", "|---|---|---|---|---|---|---|"]
+    chosen = results["selection"]["chosen"]
+    for c in results["selection"]["candidates"]:
+        pick = chosen.get(f"{c['pair']}/{c['method']}", {}).get(c["key"])
+        lines.append(f"| {c['pair']} | {c['method']} | {c['step']} | {c['key']} | {c['value']} | {_fmt(c['score'])} | "
+                     f"{'✔' if pick == c['value'] else ''} |")
+    lines.append("")
+    if figure is not None:
+        lines += ["## Regularization samples and temperature", "",
+                  f"![regularization samples per epoch for each temperature]({_rel_to(figure, doc_dir)})", "",
+                  "| Pair/method | T | mean reg. fraction over epochs | last epoch | val top-1 |", "|---|---|---|---|---|"]
+        for name, by_t in sorted(results["temperature"].items()):
+            for t, c in sorted(by_t.items(), key=lambda kv: float(kv[0])):
+                fr = [f for f in c["reg_fraction"] if f is not None]
+                lines.append(f"| {name} | {t} | {100 * sum(fr) / len(fr):.1f} % | {100 * fr[-1]:.1f} % | "
+                             f"{_fmt(c['val_top1'])} |")
+        lines.append("")
+    lines += _paper_section(plan)
+    if plan.results.notes and Path(plan.results.notes).is_file():
+        lines += [Path(plan.results.notes).read_text().rstrip(), ""]
+    return "\n".join(lines)
+
+
+def _fmt(v: Any, spec: str = ".2f") -> str:
+    return "—" if v is None else format(v, spec)
+
+
+def _rel_to(path: Path, start: Path) -> str:
+    import os
+
+    return os.path.relpath(path, start)
+
+
+def _paper_section(plan: Plan) -> list[str]:
+    if not plan.results.paper_numbers or not Path(plan.results.paper_numbers).is_file():
+        return []
+    data = yaml.safe_load(Path(plan.results.paper_numbers).read_text())
+    lines = [f"## {data.get('title', 'Published numbers')}", "", data.get("note", "").strip(), ""]
+    for table in data.get("tables", []):
+        cols = table["columns"]
+        lines += [f"### {table['title']}", "", "| " + " | ".join(["Setting", *cols, "our config", "here"]) + " |",
+                  "|" + "---|" * (len(cols) + 3)]
+        for row in table["rows"]:
+            vals = [_fmt(row.get(c)) if isinstance(row.get(c), (int, float)) else str(row.get(c, "—")) for c in cols]
+            lines.append("| " + " | ".join([row["setting"], *vals, f"`{row['config']}`", "not run here"]) + " |")
+        lines.append("")
+    return lines
+
+
+def write_results(plan: Plan, log=None) -> dict:
+    """Collect, then write the JSON, the figure and the markdown named in ``plan.results``."""
+    results = collect(plan)
+    json_path, md_path = Path(plan.results.json_path), Path(plan.results.markdown)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(results, indent=1, sort_keys=False) + "\n")
+    figure = plot_temperature(results, Path(plan.results.figures) / f"{plan.name}_reg_vs_temperature.png")
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    md_path.write_text(markdown(plan, results, figure, md_path.parent) + "\n")
+    if log:
+        log(f"wrote {json_path} and {md_path}" + (f" and {figure}" if figure else ""))
+    return results

@@ -1,0 +1,57 @@
+"""``softlabels reproduce``: the subcommand's arguments; the work is in ``softlabels.reproduce``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+_DESCRIPTION = """\
+Run a reproduction plan (YAML: teachers, teacher->student pairs, method rows, seeds, selection grids):
+train the teachers, choose each method's searched values on the validation split, run every method on every
+pair for every seed, then write the results JSON, the markdown report and the temperature plot. Finished runs
+are skipped and unfinished ones resumed, so the same command continues an interrupted benchmark.
+"""
+
+
+def _cmd_reproduce(args) -> int:
+    from softlabels.reproduce import load_plan
+    from softlabels.reproduce.collect import write_results
+    from softlabels.reproduce.runner import check_plan, reproduce, status
+
+    plan = load_plan(args.plan)
+    if args.collect:
+        write_results(plan, log=_log)
+        return 0
+    count = check_plan(plan)
+    if args.status:
+        rows = status(plan)
+        for row in rows:
+            print(f"{row['state']:8s} {row['stage']:9s} {row['run']}")
+        done = sum(r["state"] == "done" for r in rows)
+        print(f"{done}/{len(rows)} runs done ({count} possible configs checked)", file=sys.stderr)
+        return 0
+    _log(f"{args.plan}: {count} run configs checked")
+    outcome = reproduce(plan, jobs=args.jobs, until=args.until, log=_log)
+    write_results(plan, log=_log)
+    if outcome["failures"]:
+        _log(f"{len(outcome['failures'])} runs failed (see {plan.output_dir}/failures.json)")
+        return 1
+    return 0
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    """Register ``reproduce`` on the CLI's subparsers."""
+    p = sub.add_parser("reproduce", help="run a benchmark plan (teachers, selection on val, seeds) and its report",
+                       description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("plan", help="plan YAML, e.g. configs/reproduce/fashion_mnist.yaml")
+    p.add_argument("--jobs", type=int, default=1, help="runs in parallel worker processes (threads split among them)")
+    p.add_argument("--until", choices=["teachers", "select", "final"], default="final",
+                   help="stop after this stage")
+    p.add_argument("--status", action="store_true", help="list the runs and whether each is done; train nothing")
+    p.add_argument("--collect", action="store_true",
+                   help="only regenerate the results JSON, report and plot from the run folders")
+    p.set_defaults(func=_cmd_reproduce)
+    return p

@@ -1,0 +1,272 @@
+"""A reproduction plan (YAML): teachers, teacher->student pairs, method rows, seeds, selection grids.
+
+``expand`` turns a plan into the concrete runs of each stage:
+
+- ``teachers``: one run per teacher (seed = ``selection.seed``); its val-selected ``best.pt`` is the
+  checkpoint every pair that names it distils from.
+- ``select-K``: step K of each method's coordinate search; step K's grid is run with the values
+  chosen at steps < K, on ``selection.seed``, and the value with the best validation top-1 wins
+  (ties: the first listed). The test set is never looked at.
+- ``final``: every method on every pair for every seed in ``seeds`` with its chosen values (a
+  method may ``inherit`` another method's chosen values instead of searching its own).
+
+Runs are folders ``<output_dir>/<pair>/<method>/<tag>/seed<N>`` (``tag`` spells the selected
+values, e.g. ``T4-alpha2.25``); a final run whose config equals a selection run is the same
+folder, so it is not trained twice.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from softlabels.errors import ConfigError
+
+SHORT_NAMES = {"temperature": "T"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PairSpec(_Strict):
+    teacher: str = Field(description="a key of `teachers`")
+    student: str = Field(description="a registered model name")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="experiment keys for every run of this pair")
+
+
+class MethodSpec(_Strict):
+    """One row: experiment overrides (``method: {...}``, ``teacher: {cache: true}``, ...)."""
+
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    select: list[dict[str, list[Any]]] = Field(
+        default_factory=list, description="coordinate search: steps of one dotted key and its grid each")
+    inherit: dict[str, list[str]] = Field(default_factory=dict, description="{method: [dotted keys]} to copy")
+    pairs: list[str] | None = Field(None, description="only these pairs (default: all)")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.select and self.inherit:
+            raise ValueError("a method either searches its values (select) or inherits them, not both")
+        for step in self.select:
+            if len(step) != 1:
+                raise ValueError(f"each select step searches one dotted key, got {sorted(step)}")
+            for key, values in step.items():
+                if not values:
+                    raise ValueError(f"select grid for {key} is empty")
+        return self
+
+
+class SelectionSpec(_Strict):
+    seed: int = 0
+    metric: Literal["best_val_top1", "last_val_top1"] = "best_val_top1"
+
+
+class ResultsSpec(_Strict):
+    json_path: str = Field("docs/results/results.json", alias="json")
+    markdown: str = "docs/results.md"
+    figures: str = "docs/results"
+    notes: str | None = Field(None, description="hand-written markdown appended to the report")
+    paper_numbers: str | None = Field(None, description="YAML of published numbers shown as 'not run here'")
+    baseline: str = Field("kd", description="the method WSL is compared with, seed by seed")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Plan(_Strict):
+    name: str
+    output_dir: str
+    seeds: list[int] = Field(min_length=1)
+    base: dict[str, Any] = Field(description="experiment keys shared by every run")
+    teachers: dict[str, dict[str, Any]] = Field(min_length=1, description="name -> experiment overrides")
+    pairs: dict[str, PairSpec] = Field(min_length=1)
+    methods: dict[str, MethodSpec] = Field(min_length=1)
+    selection: SelectionSpec = SelectionSpec()
+    results: ResultsSpec = ResultsSpec()
+    source: str = Field("<plan>", exclude=True)
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique(cls, v):
+        if len(set(v)) != len(v):
+            raise ValueError("seeds must be distinct")
+        return v
+
+    @model_validator(mode="after")
+    def _references(self):
+        for name, pair in self.pairs.items():
+            if pair.teacher not in self.teachers:
+                raise ValueError(f"pairs.{name}.teacher: unknown teacher {pair.teacher!r} (known: {sorted(self.teachers)})")
+        for name, spec in self.methods.items():
+            for other in spec.inherit:
+                if other not in self.methods or not self.methods[other].select:
+                    raise ValueError(f"methods.{name}.inherit: {other!r} is not a method with a select grid")
+            for pair in spec.pairs or []:
+                if pair not in self.pairs:
+                    raise ValueError(f"methods.{name}.pairs: unknown pair {pair!r}")
+        if self.results.baseline not in self.methods:
+            raise ValueError(f"results.baseline: unknown method {self.results.baseline!r}")
+        return self
+
+    def method_pairs(self, method: str) -> list[str]:
+        return list(self.methods[method].pairs or self.pairs)
+
+    def select_steps(self) -> int:
+        return max((len(m.select) for m in self.methods.values()), default=0)
+
+
+def load_plan(path: str | Path) -> Plan:
+    """Read and validate a plan file; errors name the file and the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"plan file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    return parse_plan(raw, str(path))
+
+
+def parse_plan(raw: Any, source: str = "<plan>") -> Plan:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: a plan is a mapping of keys (name, output_dir, seeds, base, ...)")
+    try:
+        plan = Plan.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        raise ConfigError(f"{source}: {loc}: {err['msg']}") from None
+    plan.source = source
+    return plan
+
+
+# ----------------------------------------------------------------------------- runs
+@dataclass
+class RunSpec:
+    """One training run of the plan."""
+
+    stage: str  # "teachers", "select-1", ..., "final"
+    pair: str | None
+    method: str
+    seed: int
+    values: dict[str, Any]  # selected / inherited dotted keys -> value
+    config: dict[str, Any] = field(repr=False)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.config["output_dir"]) / self.config["name"]
+
+    @property
+    def label(self) -> str:
+        where = f"{self.pair}/{self.method}" if self.pair else f"teacher {self.method}"
+        tag = tag_of(self.values)
+        return f"{where}/{tag}/seed{self.seed}" if self.pair else where
+
+    def finished(self) -> bool:
+        summary = self.run_dir / "summary.json"
+        if not summary.is_file():
+            return False
+        data = json.loads(summary.read_text())
+        return data.get("epochs") == data.get("total_epochs") and data.get("epochs") is not None
+
+
+def merge(base: dict, extra: dict) -> dict:
+    """Deep merge of nested dicts (``extra`` wins); inputs are not modified."""
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def set_dotted(cfg: dict, key: str, value: Any) -> None:
+    node = cfg
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+
+
+def get_dotted(cfg: dict, key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _fmt_value(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def tag_of(values: dict[str, Any]) -> str:
+    """Folder tag of selected values: ``{"method.temperature": 4, "method.alpha": 2.25}`` -> ``T4-alpha2.25``."""
+    if not values:
+        return "default"
+    parts = []
+    for key, value in values.items():
+        last = key.split(".")[-1]
+        parts.append(f"{SHORT_NAMES.get(last, last)}{_fmt_value(value)}")
+    return "-".join(parts)
+
+
+def teacher_dir(plan: Plan, teacher: str) -> Path:
+    return Path(plan.output_dir) / "teachers" / teacher
+
+
+def teacher_checkpoint(plan: Plan, teacher: str) -> Path:
+    return teacher_dir(plan, teacher) / "best.pt"
+
+
+def teacher_run(plan: Plan, teacher: str) -> RunSpec:
+    cfg = merge(plan.base, plan.teachers[teacher])
+    cfg = merge(cfg, {"method": {"name": "ce"}, "seed": plan.selection.seed, "name": teacher,
+                      "output_dir": str(Path(plan.output_dir) / "teachers")})
+    cfg.pop("teacher", None)
+    return RunSpec("teachers", None, teacher, plan.selection.seed, {}, cfg)
+
+
+def student_run(plan: Plan, stage: str, pair: str, method: str, seed: int, values: dict[str, Any]) -> RunSpec:
+    """The run of ``method`` on ``pair`` with ``seed`` and the given dotted values."""
+    p, m = plan.pairs[pair], plan.methods[method]
+    cfg = merge(merge(plan.base, p.overrides), m.overrides)
+    for key, value in values.items():
+        set_dotted(cfg, key, value)
+    method_name = get_dotted(cfg, "method.name") or "ce"
+    cfg["student"] = merge(cfg.get("student", {}), {"name": p.student})
+    if method_name in ("ce", "tf_kd"):
+        cfg.pop("teacher", None)
+    else:
+        teacher_model = plan.teachers[p.teacher].get("student", {}).get("name")
+        cfg["teacher"] = merge(cfg.get("teacher", {}), {
+            "name": teacher_model, "checkpoint": str(teacher_checkpoint(plan, p.teacher))})
+        if cfg["teacher"].get("cache") and not cfg["teacher"].get("cache_path"):
+            cfg["teacher"]["cache_path"] = str(Path(plan.output_dir) / "teacher_cache" / f"{p.teacher}_seed{seed}")
+    cfg["seed"] = seed
+    cfg["name"] = f"seed{seed}"
+    cfg["output_dir"] = str(Path(plan.output_dir) / pair / method / tag_of(values))
+    return RunSpec(stage, pair, method, seed, dict(values), cfg)
+
+
+def default_values(plan: Plan, method: str) -> dict[str, Any]:
+    """Every searched key at its starting value: the method's own setting, else the first grid value.
+
+    Selection runs always spell every searched key, so a step-2 run at the starting value is the
+    same folder as the step-1 winner and is not trained again.
+    """
+    spec = plan.methods[method]
+    out: dict[str, Any] = {}
+    for step in spec.select:
+        for key, grid in step.items():
+            current = get_dotted(spec.overrides, key)
+            out.setdefault(key, grid[0] if current is None else current)
+    return out

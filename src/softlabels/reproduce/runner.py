@@ -1,0 +1,283 @@
+"""Run a reproduction plan stage by stage: skip finished runs, resume unfinished ones, choose on val.
+
+``reproduce(plan)`` is idempotent: run it again (after an interruption, on another day) and it
+continues where it stopped. Runs of one stage may go to several worker processes (``jobs``);
+each worker uses ``cpu_count // jobs`` threads. A run that fails (diverges, or a method that does
+not fit a pair) is recorded in ``failures.json`` and reported; the other runs go on.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from softlabels.reproduce.plan import (
+    Plan,
+    RunSpec,
+    default_values,
+    student_run,
+    teacher_checkpoint,
+    teacher_run,
+)
+
+Log = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def selection_score(spec: RunSpec, metric: str) -> float | None:
+    """Validation top-1 of a finished selection run (``best_val_top1`` or ``last_val_top1``)."""
+    if not spec.finished():
+        return None
+    if metric == "best_val_top1":
+        return json.loads((spec.run_dir / "summary.json").read_text()).get("best_val_top1")
+    rows = read_metrics(spec.run_dir)
+    return rows[-1].get("val_top1") if rows else None
+
+
+# ----------------------------------------------------------------------------- the plan as stages
+def selection_runs(plan: Plan, step: int, chosen: dict[tuple[str, str], dict]) -> list[RunSpec]:
+    """Step ``step`` (1-based) of every method that searches, on ``selection.seed``."""
+    runs = []
+    for method, spec in plan.methods.items():
+        if len(spec.select) < step:
+            continue
+        for pair in plan.method_pairs(method):
+            start = chosen.get((pair, method), default_values(plan, method))
+            key_grid = spec.select[step - 1]
+            for key, grid in key_grid.items():
+                for value in grid:
+                    values = {**start, key: value}
+                    runs.append(student_run(plan, f"select-{step}", pair, method, plan.selection.seed, values))
+    return _unique(runs)
+
+
+def choose(plan: Plan, step: int, chosen: dict[tuple[str, str], dict], grid: list[dict] | None = None) -> dict:
+    """Update ``chosen`` with the winners of step ``step``; returns {(pair, method): [candidates]}.
+
+    A key whose runs are not all finished is left at its current value and reported as pending.
+    """
+    record: dict[tuple[str, str], list] = {}
+    for method, spec in plan.methods.items():
+        if len(spec.select) < step:
+            continue
+        for pair in plan.method_pairs(method):
+            start = chosen.get((pair, method), default_values(plan, method))
+            current = dict(start)
+            for key, values in spec.select[step - 1].items():
+                cands = []
+                for value in values:
+                    run = student_run(plan, "select", pair, method, plan.selection.seed, {**start, key: value})
+                    cands.append({"key": key, "value": value, "score": selection_score(run, plan.selection.metric),
+                                  "run_dir": str(run.run_dir)})
+                record.setdefault((pair, method), []).extend(cands)
+                scored = [c for c in cands if c["score"] is not None]
+                if len(scored) == len(cands):
+                    best = max(scored, key=lambda c: c["score"])  # max keeps the first of equal scores
+                    current[key] = best["value"]
+            chosen[(pair, method)] = current
+    return record
+
+
+def selection_state(plan: Plan) -> tuple[dict[tuple[str, str], dict], list[dict], bool]:
+    """(chosen values, every candidate with its val score, whether every selection run finished)."""
+    chosen: dict[tuple[str, str], dict] = {}
+    table: list[dict] = []
+    complete = True
+    for step in range(1, plan.select_steps() + 1):
+        for (pair, method), cands in choose(plan, step, chosen).items():
+            for c in cands:
+                complete &= c["score"] is not None
+                table.append({"pair": pair, "method": method, "step": step, **c})
+    return chosen, table, complete
+
+
+def values_for(plan: Plan, pair: str, method: str, chosen: dict[tuple[str, str], dict]) -> dict[str, Any]:
+    spec = plan.methods[method]
+    if spec.select:
+        return dict(chosen.get((pair, method), default_values(plan, method)))
+    values: dict[str, Any] = {}
+    for other, keys in spec.inherit.items():
+        source = chosen.get((pair, other), default_values(plan, other))
+        values.update({k: source[k] for k in keys if k in source})
+    return values
+
+
+def final_runs(plan: Plan, chosen: dict[tuple[str, str], dict]) -> list[RunSpec]:
+    """Every method x pair x seed with its chosen values, in plan order (method, pair, seed)."""
+    runs = []
+    for method in plan.methods:
+        for pair in plan.method_pairs(method):
+            values = values_for(plan, pair, method, chosen)
+            runs.extend(student_run(plan, "final", pair, method, seed, values) for seed in plan.seeds)
+    return _unique(runs)
+
+
+def _unique(runs: Iterable[RunSpec]) -> list[RunSpec]:
+    seen, out = set(), []
+    for run in runs:
+        if run.run_dir not in seen:
+            seen.add(run.run_dir)
+            out.append(run)
+    return out
+
+
+def check_plan(plan: Plan) -> int:
+    """Validate the config of every run the plan can make (all grid points); returns their count.
+
+    Raises ConfigError naming the plan file, the run and the key before anything is trained.
+    """
+    from softlabels.config import validate_config
+    from softlabels.errors import ConfigError
+
+    specs = [teacher_run(plan, t) for t in plan.teachers]
+    for step in range(1, plan.select_steps() + 1):
+        specs += selection_runs(plan, step, {})
+    specs += final_runs(plan, {})
+    for spec in specs:
+        try:
+            validate_config(spec.config, f"{plan.source} ({spec.label})", check_files=False)
+        except ConfigError as exc:
+            raise ConfigError(str(exc)) from None
+    val = plan.base.get("data", {}).get("val_split", 0)
+    if plan.select_steps() and not val:
+        raise ConfigError(f"{plan.source}: base.data.val_split: selection grids need a validation split (> 0)")
+    return len(specs)
+
+
+# ----------------------------------------------------------------------------- execution
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _train_one(config: dict, label: str) -> dict:
+    """Train (or resume, or skip) one run; returns {"ok": bool, ...} and never raises."""
+    from softlabels.config import validate_config
+    from softlabels.engine.trainer import run_or_resume
+
+    t0 = time.perf_counter()
+    try:
+        summary = run_or_resume(validate_config(config, label))
+        return {"ok": True, "best_top1": summary.get("best_top1"), "last_top1": summary.get("last_top1"),
+                "seconds": time.perf_counter() - t0}
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one failing run must not stop the plan; it is recorded
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc(limit=3),
+                "seconds": time.perf_counter() - t0}
+
+
+def run_all(specs: list[RunSpec], jobs: int = 1, log: Log = _stderr, failures: dict | None = None) -> dict:
+    """Run ``specs`` (finished ones are skipped); returns {label: result}."""
+    todo = [s for s in specs if not s.finished()]
+    results: dict[str, dict] = {}
+    if not todo:
+        return results
+    total = len(todo)
+
+    def report(i: int, spec: RunSpec, res: dict) -> None:
+        results[spec.label] = res
+        if res["ok"]:
+            log(f"[{i}/{total}] {spec.label}: best {res['best_top1']:.2f} last {res['last_top1']:.2f} "
+                f"({res['seconds']:.0f} s)")
+            if failures is not None:
+                failures.pop(spec.label, None)
+        else:
+            log(f"[{i}/{total}] {spec.label}: FAILED {res['error']}")
+            if failures is not None:
+                failures[spec.label] = {"error": res["error"], "run_dir": str(spec.run_dir)}
+
+    jobs = min(jobs, total)
+    if jobs <= 1:  # in this process, with all its threads
+        for i, spec in enumerate(todo, 1):
+            log(f"[{i}/{total}] {spec.label}: running")
+            report(i, spec, _train_one(spec.config, spec.label))
+        return results
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                             initargs=(threads,)) as pool:
+        futures = {pool.submit(_train_one, s.config, s.label): s for s in todo}
+        log(f"{total} runs on {jobs} workers x {threads} threads")
+        for i, fut in enumerate(as_completed(futures), 1):
+            report(i, futures[fut], fut.result())
+    return results
+
+
+def _load_failures(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def reproduce(plan: Plan, jobs: int = 1, until: str = "final", log: Log = _stderr) -> dict:
+    """Teachers, then each selection step, then the final runs (stopping after ``until``).
+
+    Returns {"chosen": ..., "failures": ...}; the caller collects the results.
+    """
+    out = Path(plan.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    failures_path = out / "failures.json"
+    failures = _load_failures(failures_path)
+
+    def save_failures() -> None:
+        failures_path.write_text(json.dumps(failures, indent=2, sort_keys=True))
+
+    log(f"== teachers ({len(plan.teachers)})")
+    run_all([teacher_run(plan, t) for t in plan.teachers], jobs, log, failures)
+    save_failures()
+    missing = [t for t in plan.teachers if not teacher_checkpoint(plan, t).is_file()]
+    if missing:
+        log(f"teachers without a checkpoint: {', '.join(missing)}; fix the failure above and run again")
+        return {"chosen": {}, "failures": failures}
+    chosen: dict[tuple[str, str], dict] = {}
+    if until != "teachers":
+        for step in range(1, plan.select_steps() + 1):
+            specs = selection_runs(plan, step, chosen)
+            log(f"== selection step {step} ({len(specs)} runs, seed {plan.selection.seed}, {plan.selection.metric})")
+            run_all(specs, jobs, log, failures)
+            save_failures()
+            choose(plan, step, chosen)
+        for (pair, method), values in chosen.items():
+            log(f"chosen on val: {pair}/{method}: {values}")
+    if until == "final":
+        specs = final_runs(plan, chosen)
+        log(f"== final runs ({len(specs)}: {len(plan.seeds)} seeds)")
+        run_all(specs, jobs, log, failures)
+        save_failures()
+    return {"chosen": chosen, "failures": failures}
+
+
+def status(plan: Plan) -> list[dict]:
+    """Every run the plan makes now (with the current selection) and whether it is done/partial/todo."""
+    chosen, _, complete = selection_state(plan)
+    specs = [teacher_run(plan, t) for t in plan.teachers]
+    step_chosen: dict[tuple[str, str], dict] = {}
+    for step in range(1, plan.select_steps() + 1):
+        specs += selection_runs(plan, step, step_chosen)
+        choose(plan, step, step_chosen)
+    specs += final_runs(plan, chosen)
+    rows = []
+    for spec in _unique(specs):
+        state = "done" if spec.finished() else "partial" if (spec.run_dir / "last.pt").is_file() else "todo"
+        rows.append({"stage": spec.stage, "run": spec.label, "state": state, "run_dir": str(spec.run_dir)})
+    if not complete:
+        rows.append({"stage": "final", "run": "(final runs depend on the selection, not finished yet)",
+                     "state": "pending", "run_dir": ""})
+    return rows

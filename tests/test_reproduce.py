@@ -1,0 +1,227 @@
+"""Reproduction plans: parsing, selection on val, statistics, and one tiny plan end to end."""
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from softlabels.cli import main
+from softlabels.errors import ConfigError
+from softlabels.reproduce import parse_plan
+from softlabels.reproduce.plan import default_values, student_run, tag_of
+from softlabels.reproduce.runner import check_plan, choose, final_runs, selection_runs, selection_state
+from softlabels.reproduce.stats import mean_std, paired_comparison, student_t_sf_two_sided
+
+
+def tiny_plan(tmp_path: Path, **extra) -> dict:
+    raw = {
+        "name": "tiny",
+        "output_dir": str(tmp_path / "runs"),
+        "seeds": [0, 1],
+        "base": {
+            "data": {"name": "synthetic", "val_split": 0.25, "split_seed": 0, "batch_size": 32,
+                     "synthetic": {"num_classes": 4, "image_size": 8, "channels": 1, "train_size": 64,
+                                   "test_size": 24}},
+            "optim": {"name": "sgd", "lr": 0.05},
+            "schedule": {"name": "constant", "epochs": 1},
+            "runtime": {"progress": False},
+        },
+        "teachers": {"t": {"student": {"name": "resnet8"}}},
+        "pairs": {"p": {"teacher": "t", "student": "resnet8"}},
+        "methods": {
+            "student": {"overrides": {"method": {"name": "ce"}}},
+            "kd": {"overrides": {"method": {"name": "kd", "kd_weight": 0.9}, "teacher": {"cache": True}},
+                   "select": [{"method.temperature": [2, 4]}, {"method.kd_weight": [0.9, 0.5]}]},
+            "wsl": {"overrides": {"method": {"name": "wsl"}}, "select": [{"method.temperature": [2, 4]}]},
+            "kd_equal": {"overrides": {"method": {"name": "wsl", "weighting": "none"}},
+                         "inherit": {"wsl": ["method.temperature"]}},
+        },
+        "results": {"json": str(tmp_path / "out" / "r.json"), "markdown": str(tmp_path / "out" / "r.md"),
+                    "figures": str(tmp_path / "out")},
+    }
+    raw.update(extra)
+    return raw
+
+
+def fake_finished(run, val: float, test: float = 50.0) -> None:
+    """A finished run folder with the given validation / test top-1 (no training)."""
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    (run.run_dir / "summary.json").write_text(json.dumps(
+        {"epochs": 1, "total_epochs": 1, "best_val_top1": val, "best_top1": test, "last_top1": test,
+         "best_epoch": 1, "wall_time_s": 1.0}))
+    (run.run_dir / "metrics.jsonl").write_text(json.dumps(
+        {"epoch": 1, "val_top1": val, "test_top1": test, "reg_fraction": 0.25}) + "\n")
+
+
+# ----------------------------------------------------------------------------- statistics
+def test_student_t_two_sided_known_answers():
+    for t in (0.3, 1.0, 2.5):
+        assert student_t_sf_two_sided(t, 1) == pytest.approx(1 - 2 / math.pi * math.atan(t), abs=1e-12)
+        assert student_t_sf_two_sided(t, 2) == pytest.approx(1 - t / math.sqrt(t * t + 2), abs=1e-12)
+    # Two-sided 5 % critical values of tables.
+    for t, df in ((12.706205, 1), (4.302653, 2), (3.182446, 3), (2.776445, 4), (2.228139, 10), (2.131450, 15)):
+        assert student_t_sf_two_sided(t, df) == pytest.approx(0.05, abs=2e-6)
+    assert student_t_sf_two_sided(0.0, 3) == pytest.approx(1.0)
+    assert student_t_sf_two_sided(-2.776445, 4) == pytest.approx(0.05, abs=2e-6)
+    with pytest.raises(ValueError):
+        student_t_sf_two_sided(1.0, 0)
+
+
+def test_mean_std_and_paired_comparison():
+    assert mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
+    assert mean_std([4.0]) == (4.0, None) and mean_std([]) == (None, None)
+    res = paired_comparison([86.0, 87.0, 88.0], [85.0, 85.0, 88.0])
+    assert res["diffs"] == [1.0, 2.0, 0.0] and res["mean_diff"] == 1.0 and res["std_diff"] == 1.0
+    assert (res["wins"], res["losses"], res["n"]) == (2, 0, 3)
+    assert res["t"] == pytest.approx(math.sqrt(3))
+    assert res["p"] == pytest.approx(student_t_sf_two_sided(math.sqrt(3), 2))
+    assert paired_comparison([1.0, 1.0], [0.0, 0.0])["t"] is None  # zero spread: no t
+
+
+# ----------------------------------------------------------------------------- plan
+def test_plan_errors_name_the_key(tmp_path):
+    bad_pair = tiny_plan(tmp_path)
+    bad_pair["pairs"]["p"]["teacher"] = "nope"
+    with pytest.raises(ConfigError, match=r"plan.yaml: .*pairs.p.teacher: unknown teacher 'nope'"):
+        parse_plan(bad_pair, "plan.yaml")
+    two_keys = tiny_plan(tmp_path)
+    two_keys["methods"]["wsl"]["select"] = [{"method.temperature": [2], "method.alpha": [1]}]
+    with pytest.raises(ConfigError, match="methods.wsl.*one dotted key"):
+        parse_plan(two_keys, "plan.yaml")
+    bad_inherit = tiny_plan(tmp_path)
+    bad_inherit["methods"]["kd_equal"]["inherit"] = {"student": ["method.temperature"]}
+    with pytest.raises(ConfigError, match="not a method with a select grid"):
+        parse_plan(bad_inherit, "plan.yaml")
+    with pytest.raises(ConfigError, match="seeds"):
+        parse_plan(tiny_plan(tmp_path, seeds=[1, 1]), "plan.yaml")
+    with pytest.raises(ConfigError, match="a mapping"):
+        parse_plan([1, 2], "plan.yaml")
+    typo = tiny_plan(tmp_path)
+    typo["methods"]["kd"]["overrides"]["method"]["temprature"] = 3
+    with pytest.raises(ConfigError, match="temprature"):
+        check_plan(parse_plan(typo, "plan.yaml"))  # every run's config is validated before training
+    no_val = tiny_plan(tmp_path)
+    no_val["base"]["data"]["val_split"] = 0
+    with pytest.raises(ConfigError, match="val_split"):
+        check_plan(parse_plan(no_val, "plan.yaml"))
+
+
+def test_cli_plan_file_errors(tmp_path, capsys):
+    assert main(["reproduce", str(tmp_path / "missing.yaml")]) == 2
+    assert "plan file not found" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed")
+    assert main(["reproduce", str(bad)]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
+
+
+def test_runs_folders_tags_and_teacher_wiring(tmp_path):
+    plan = parse_plan(tiny_plan(tmp_path))
+    assert tag_of({}) == "default" and tag_of({"method.temperature": 4.0, "method.alpha": 2.25}) == "T4-alpha2.25"
+    assert default_values(plan, "kd") == {"method.temperature": 2, "method.kd_weight": 0.9}  # own setting kept
+    run = student_run(plan, "final", "p", "kd", 1, {"method.temperature": 4})
+    assert run.run_dir == tmp_path / "runs" / "p" / "kd" / "T4" / "seed1"
+    assert run.config["method"] == {"name": "kd", "kd_weight": 0.9, "temperature": 4}
+    assert run.config["teacher"]["checkpoint"] == str(tmp_path / "runs" / "teachers" / "t" / "best.pt")
+    assert run.config["teacher"]["cache_path"] == str(tmp_path / "runs" / "teacher_cache" / "t_seed1")
+    assert "teacher" not in student_run(plan, "final", "p", "student", 0, {}).config
+    assert "cache_path" not in student_run(plan, "final", "p", "wsl", 0, {}).config["teacher"]
+
+
+def test_selection_chooses_on_val_reuses_folders_and_inherits(tmp_path):
+    plan = parse_plan(tiny_plan(tmp_path))
+    chosen: dict = {}
+    step1 = selection_runs(plan, 1, chosen)
+    assert sorted((r.method, r.values["method.temperature"]) for r in step1) == [("kd", 2), ("kd", 4), ("wsl", 2),
+                                                                                  ("wsl", 4)]
+    vals = {("kd", 2): 70.0, ("kd", 4): 75.0, ("wsl", 2): 80.0, ("wsl", 4): 80.0}  # wsl tie: first listed wins
+    for r in step1:
+        fake_finished(r, vals[(r.method, r.values["method.temperature"])], test=99.0)
+    choose(plan, 1, chosen)
+    assert chosen[("p", "kd")]["method.temperature"] == 4 and chosen[("p", "wsl")]["method.temperature"] == 2
+    step2 = selection_runs(plan, 2, chosen)
+    # kd_weight 0.9 at T 4 is the step-1 winner's folder: only 0.5 is new.
+    assert [r.run_dir.exists() for r in step2] == [True, False]
+    fake_finished(step2[1], 76.0)
+    choose(plan, 2, chosen)
+    assert chosen[("p", "kd")] == {"method.temperature": 4, "method.kd_weight": 0.5}
+    final = {(r.method, r.seed): r for r in final_runs(plan, chosen)}
+    assert final[("kd", 0)].run_dir == step2[1].run_dir  # the selection run is seed 0's final run
+    assert final[("kd_equal", 1)].values == {"method.temperature": 2}  # inherited from wsl's choice
+    again, table, complete = selection_state(plan)
+    assert again == chosen and complete and len(table) == 6
+
+
+def test_incomplete_selection_keeps_the_starting_value(tmp_path):
+    plan = parse_plan(tiny_plan(tmp_path))
+    first = selection_runs(plan, 1, {})
+    fake_finished(first[1], 90.0)  # only one of kd's two temperatures finished
+    chosen, _, complete = selection_state(plan)
+    assert not complete and chosen[("p", "kd")]["method.temperature"] == 2
+
+
+# ----------------------------------------------------------------------------- end to end
+@pytest.mark.slow
+def test_reproduce_end_to_end_resume_collect_and_failures(tmp_path, monkeypatch, capsys):
+    import softlabels.engine.trainer as trainer_module
+
+    raw = tiny_plan(tmp_path)
+    raw["methods"]["fitnet"] = {"overrides": {"method": {"name": "fitnet"}}}
+    plan_file = tmp_path / "plan.yaml"
+    plan_file.write_text(yaml.safe_dump(raw))
+    real = trainer_module.run_or_resume
+
+    def failing_fitnet(exp):
+        if exp.method.name == "fitnet":
+            raise RuntimeError("shapes do not fit")
+        return real(exp)
+
+    monkeypatch.setattr(trainer_module, "run_or_resume", failing_fitnet)
+    assert main(["reproduce", str(plan_file)]) == 1  # a failed run is reported in the exit status
+    err = capsys.readouterr().err
+    assert "p/fitnet/default/seed0: FAILED RuntimeError: shapes do not fit" in err
+    failures = json.loads((tmp_path / "runs" / "failures.json").read_text())
+    assert sorted(failures) == ["p/fitnet/default/seed0", "p/fitnet/default/seed1"]
+
+    results = json.loads((tmp_path / "out" / "r.json").read_text())
+    kd = results["pairs"]["p"]["methods"]["kd"]
+    assert kd["seeds"] == [0, 1] and len(kd["best"]) == len(kd["last"]) == 2
+    assert all(0 <= v <= 100 for v in kd["best"] + kd["last"])
+    assert results["pairs"]["p"]["methods"]["fitnet"]["missing_seeds"] == [0, 1]
+    assert set(results["pairs"]["p"]["paired"]) == {"wsl-kd", "wsl-kd_equal"}
+    assert results["teachers"]["t"]["sha256"] and results["selection"]["complete"]
+    assert (tmp_path / "out" / "tiny_reg_vs_temperature.png").is_file()
+    md = (tmp_path / "out" / "r.md").read_text()
+    assert "| kd |" in md and "wsl − kd" in md and "(+2 missing)" in md
+
+    # From the logs alone: --collect rewrites the same results without training.
+    (tmp_path / "out" / "r.json").unlink()
+    monkeypatch.setattr(trainer_module, "run_or_resume", lambda exp: pytest.fail("--collect must not train"))
+    assert main(["reproduce", str(plan_file), "--collect"]) == 0
+    assert json.loads((tmp_path / "out" / "r.json").read_text())["pairs"] == results["pairs"]
+
+    # A run removed is reported as todo and trained again by the same command; the rest is skipped.
+    victim = Path(kd["run_dirs"][1])
+    for f in victim.iterdir():
+        f.unlink()
+    capsys.readouterr()
+    assert main(["reproduce", str(plan_file), "--status"]) == 0
+    assert "todo     final     p/kd/" in capsys.readouterr().out
+    monkeypatch.setattr(trainer_module, "run_or_resume", failing_fitnet)
+    assert main(["reproduce", str(plan_file)]) == 1
+    err = capsys.readouterr().err
+    assert err.count(": running") == 3  # the removed kd run + the two failing fitnet runs
+    assert json.loads((victim / "summary.json").read_text())["best_top1"] == pytest.approx(kd["best"][1])
+
+
+def test_shipped_plan_is_valid():
+    from softlabels.reproduce import load_plan
+
+    plan = load_plan("configs/reproduce/fashion_mnist.yaml")
+    assert check_plan(copy.deepcopy(plan)) > 0
+    assert len(plan.seeds) >= 3 and len(plan.pairs) >= 2
+    assert {"student", "kd", "wsl", "kd_filtered"} <= set(plan.methods)
