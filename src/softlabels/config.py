@@ -103,6 +103,9 @@ class TeacherConfig(_Strict):
         "in later runs with the same teacher, data and seed (logit methods only)",
     )
     cache_path: str | None = Field(None, description="cache folder; default <output_dir>/teacher_cache/<key>")
+    cache_topk: int | None = Field(
+        None, ge=1, description="keep only the k largest logits per sample (+ one logit for the rest); null: all"
+    )
 
     @model_validator(mode="after")
     def _cache_needs_eval_teacher(self):

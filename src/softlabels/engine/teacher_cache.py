@@ -8,11 +8,18 @@ every later run with the same teacher, data and seed: distillation then costs ab
 the student alone costs. A metadata file pins what the cache is valid for; a stale or mismatched
 cache is refused with a message naming the path. Spot checks compare cached and live teacher
 outputs at the start of every epoch.
+
+With ``topk = k`` only the k largest logits of each sample are kept (values float16, class indices
+int16/int32) plus one "rest" logit per sample: the logit that gives each of the other C - k classes
+an equal share of the teacher's remaining probability at T = 1. The reconstructed logits are exact
+for the top k classes and spread the rest uniformly (the approximation of FKD / ReLabel's stored
+top-k soft labels); the file shrinks from 2C to about 4k + 2 bytes per sample and epoch.
 """
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +44,8 @@ def _exclusive(lock_path: Path):
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 SPOT_CHECK_ATOL = 2e-2  # float16 storage of logits: |error| <= ~1e-3 * |logit|
 
 
@@ -53,6 +62,11 @@ class TeacherCache:
         self.path = Path(path)
         self.meta = {"format": FORMAT, **meta}
         self.slots, self.size, self.classes = int(meta["slots"]), int(meta["full_train_size"]), int(meta["num_classes"])
+        self.topk = meta.get("topk")
+        if self.topk is not None and not 1 <= int(self.topk) < self.classes:
+            raise CheckpointError(
+                f"teacher.cache_topk = {self.topk} must be between 1 and the number of classes - 1 ({self.classes - 1})"
+            )
         self.path.mkdir(parents=True, exist_ok=True)
         # Runs in parallel processes may open the same cache: creating it is done under a lock;
         # afterwards they only write identical values (logits before the filled flag).
@@ -76,9 +90,14 @@ class TeacherCache:
         else:
             meta_file.write_text(json.dumps(self.meta, indent=2))
             mode = "w+"
-        shape = (self.slots, self.size, self.classes)
+        width = self.classes if self.topk is None else int(self.topk)
+        shape = (self.slots, self.size, width)
         try:
             self.logits = np.memmap(self.path / "logits.f16", dtype=np.float16, mode=mode, shape=shape)
+            if self.topk is not None:
+                index_dtype = np.int16 if self.classes <= np.iinfo(np.int16).max else np.int32
+                self.index = np.memmap(self.path / "topk_index.bin", dtype=index_dtype, mode=mode, shape=shape)
+                self.rest = np.memmap(self.path / "rest.f16", dtype=np.float16, mode=mode, shape=shape[:2])
             self.filled = np.memmap(self.path / "filled.u8", dtype=np.uint8, mode=mode, shape=(self.slots, self.size))
         except (ValueError, OSError) as exc:
             raise CheckpointError(f"teacher cache {self.path} is truncated or unreadable ({exc}); delete it") from None
@@ -94,16 +113,34 @@ class TeacherCache:
             self.misses += 1
             return None
         self.hits += 1
-        return torch.from_numpy(np.asarray(self.logits[s, idx], dtype=np.float32)).to(indices.device, non_blocking=True)
+        values = torch.from_numpy(np.asarray(self.logits[s, idx], dtype=np.float32))
+        if self.topk is not None:
+            index = torch.from_numpy(np.asarray(self.index[s, idx], dtype=np.int64))
+            rest = torch.from_numpy(np.asarray(self.rest[s, idx], dtype=np.float32))
+            values = expand_topk(values, index, rest, self.classes)
+        return values.to(indices.device, non_blocking=True)
 
     def store(self, epoch: int, indices: torch.Tensor, logits: torch.Tensor) -> None:
         idx = indices.cpu().numpy()
         s = self.slot(epoch)
-        self.logits[s, idx] = logits.detach().float().cpu().numpy().astype(np.float16)
+        logits = logits.detach().float().cpu()
+        if self.topk is None:
+            self.logits[s, idx] = logits.numpy().astype(np.float16)
+        else:
+            values, index, rest = compress_topk(logits, int(self.topk))
+            self.logits[s, idx] = values.numpy().astype(np.float16)
+            self.index[s, idx] = index.numpy().astype(self.index.dtype)
+            self.rest[s, idx] = rest.numpy().astype(np.float16)
         self.filled[s, idx] = 1
 
     def check(self, cached: torch.Tensor, live: torch.Tensor) -> None:
-        """Refuse the cache when cached and live teacher logits disagree beyond float16 rounding."""
+        """Refuse the cache when cached and live teacher logits disagree beyond float16 rounding.
+
+        With top-k storage the live logits go through the same compression before comparing.
+        """
+        if self.topk is not None:
+            live = expand_topk(*compress_topk(live.detach().float().cpu(), int(self.topk)), self.classes)
+            live = live.to(cached.device)
         err = (cached.float() - live.float()).abs()
         tol = SPOT_CHECK_ATOL * (1 + live.float().abs())
         if bool((err > tol).any()):
@@ -114,4 +151,26 @@ class TeacherCache:
 
     def flush(self) -> None:
         self.logits.flush()
+        if self.topk is not None:
+            self.index.flush()
+            self.rest.flush()
         self.filled.flush()
+
+
+def compress_topk(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(values (B, k), class indices (B, k), rest logit (B,)) of float32 logits (B, C).
+
+    The rest logit r = logsumexp(other logits) - log(C - k) gives each of the C - k other classes
+    their mean probability at T = 1, so the total probability of the top k is kept exactly.
+    """
+    logits = logits.float()
+    values, index = logits.topk(k, dim=1)
+    others = logits.scatter(1, index, float("-inf"))
+    rest = torch.logsumexp(others, dim=1) - math.log(logits.shape[1] - k)
+    return values, index, rest
+
+
+def expand_topk(values: torch.Tensor, index: torch.Tensor, rest: torch.Tensor, classes: int) -> torch.Tensor:
+    """Full logits (B, C): ``rest`` everywhere, the stored top-k values at their classes."""
+    full = rest.float()[:, None].expand(-1, classes).clone()
+    return full.scatter_(1, index.long(), values.float())

@@ -169,7 +169,7 @@ class Trainer:
             "seed": exp.seed, "augment": augmented, "crop_padding": d.crop_padding if augmented else 0,
             "flip": d.flip if augmented else False, "amp": exp.runtime.amp,
             "slots": epochs if augmented else 1, "full_train_size": self.data.train.full_size,
-            "num_classes": self.num_classes,
+            "num_classes": self.num_classes, "topk": exp.teacher.cache_topk,
         }
         if d.name == "synthetic":
             meta["synthetic"] = d.synthetic.model_dump()
