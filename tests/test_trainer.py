@@ -224,6 +224,19 @@ def test_teacher_cache_is_filled_then_reused_and_refused_when_stale(tmp_path, ti
         train(cfg("fourth"))
 
 
+@pytest.mark.slow
+def test_runtime_compile_matches_eager_and_saves_plain_weights(tmp_path, tiny, tiny_teacher):
+    teacher = {"name": "resnet8", "checkpoint": str(tiny_teacher)}
+    eager = train(validate_config(tiny(tmp_path, name="eager", method={"name": "wsl"}, teacher=teacher, epochs=1)))
+    compiled = train(validate_config(tiny(tmp_path, name="compiled", method={"name": "wsl"}, teacher=teacher,
+                                          epochs=1, runtime={"compile": True, "compile_backend": "aot_eager"})))
+    rows = [json.loads((tmp_path / n / "metrics.jsonl").read_text().splitlines()[0]) for n in ("eager", "compiled")]
+    assert rows[1]["train_loss"] == pytest.approx(rows[0]["train_loss"], rel=1e-4)
+    assert compiled["last_top1"] == pytest.approx(eager["last_top1"], abs=2.0)
+    state = load_checkpoint(tmp_path / "compiled" / "best.pt")
+    assert not any("_orig_mod" in k for k in state["model"])  # loadable without torch.compile
+
+
 def test_topk_compression_known_answer():
     from softlabels.engine.teacher_cache import compress_topk, expand_topk
 

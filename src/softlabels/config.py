@@ -170,6 +170,9 @@ class RuntimeConfig(_Strict):
     amp: Literal["off", "bf16", "fp16"] = Field("off", description="autocast precision; losses stay float32")
     channels_last: bool = Field(False, description="NHWC memory format for models and images")
     compile: bool = Field(False, description="torch.compile student and teacher (slow start; off on CPU)")
+    compile_backend: str = Field(
+        "inductor", description="torch.compile backend: inductor (fast kernels), aot_eager or eager (debugging)"
+    )
     sync_bn: bool = Field(False, description="under torchrun on CUDA: synchronise BatchNorm statistics")
     scale_lr: bool = Field(False, description="under torchrun: multiply optim.lr by the number of processes")
     find_unused_parameters: bool | None = Field(

@@ -187,9 +187,9 @@ class Trainer:
         if rt.sync_bn and self.dist.enabled and self.device.type == "cuda":
             method.student = nn.SyncBatchNorm.convert_sync_batchnorm(method.student)
         if rt.compile:
-            method.student.compile()
+            method.student.compile(backend=rt.compile_backend)
             if method.teacher is not None:
-                method.teacher.compile()
+                method.teacher.compile(backend=rt.compile_backend)
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(rt.amp)
         if dtype is not None:
             self.autocast = lambda: torch.autocast(device_type=self.device.type, dtype=dtype)
