@@ -156,6 +156,18 @@ def test_selection_chooses_on_val_reuses_folders_and_inherits(tmp_path):
     assert again == chosen and complete and len(table) == 6
 
 
+def test_method_seeds_and_pairs_restrict_the_final_runs(tmp_path):
+    raw = tiny_plan(tmp_path)
+    raw["pairs"]["q"] = {"teacher": "t", "student": "resnet14"}
+    raw["methods"]["fitnet"] = {"overrides": {"method": {"name": "fitnet"}}, "pairs": ["p"], "seeds": [1]}
+    runs = final_runs(parse_plan(raw), {})
+    assert [(r.pair, r.seed) for r in runs if r.method == "fitnet"] == [("p", 1)]
+    assert sorted((r.pair, r.seed) for r in runs if r.method == "student") == [("p", 0), ("p", 1), ("q", 0), ("q", 1)]
+    raw["methods"]["fitnet"]["pairs"] = ["nope"]
+    with pytest.raises(ConfigError, match="methods.fitnet.pairs: unknown pair 'nope'"):
+        parse_plan(raw)
+
+
 def test_incomplete_selection_keeps_the_starting_value(tmp_path):
     plan = parse_plan(tiny_plan(tmp_path))
     first = selection_runs(plan, 1, {})

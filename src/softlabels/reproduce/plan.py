@@ -48,6 +48,7 @@ class MethodSpec(_Strict):
         default_factory=list, description="coordinate search: steps of one dotted key and its grid each")
     inherit: dict[str, list[str]] = Field(default_factory=dict, description="{method: [dotted keys]} to copy")
     pairs: list[str] | None = Field(None, description="only these pairs (default: all)")
+    seeds: list[int] | None = Field(None, min_length=1, description="only these seeds (default: the plan's)")
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -114,6 +115,9 @@ class Plan(_Strict):
 
     def method_pairs(self, method: str) -> list[str]:
         return list(self.methods[method].pairs or self.pairs)
+
+    def method_seeds(self, method: str) -> list[int]:
+        return list(self.methods[method].seeds or self.seeds)
 
     def select_steps(self) -> int:
         return max((len(m.select) for m in self.methods.values()), default=0)

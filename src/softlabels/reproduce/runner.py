@@ -123,7 +123,7 @@ def final_runs(plan: Plan, chosen: dict[tuple[str, str], dict]) -> list[RunSpec]
     for method in plan.methods:
         for pair in plan.method_pairs(method):
             values = values_for(plan, pair, method, chosen)
-            runs.extend(student_run(plan, "final", pair, method, seed, values) for seed in plan.seeds)
+            runs.extend(student_run(plan, "final", pair, method, seed, values) for seed in plan.method_seeds(method))
     return _unique(runs)
 
 
