@@ -299,6 +299,8 @@ class Trainer:
                 cache.hits = cache.misses = 0
             if self.dist.is_main:
                 append_jsonl(self.run_dir / "metrics.jsonl", record)
+                for name, obj in getattr(self.method, "artifacts", dict)().items():  # e.g. DFA's dfa_alpha.json
+                    (self.run_dir / name).write_text(json.dumps(obj, indent=2) + "\n")
                 write_csv(self.run_dir / "metrics.csv", read_jsonl(self.run_dir / "metrics.jsonl"))
                 if improved:
                     ckpt_io.save_atomic(self._weights_state(epoch + 1, record), self.run_dir / "best.pt")
