@@ -42,10 +42,10 @@ def _sync(device: torch.device) -> None:
 
 
 def _experiment(root: Path, name: str, student: str, teacher_ckpt: Path | None, teacher: str, shape, batch: int,
-                steps: int, classes: int, method: dict, runtime: dict, cache: bool = False) -> dict:
+                steps: int, classes: int, method: dict, runtime: dict, cache: bool = False, augment: bool = True) -> dict:
     cfg = {
         "name": name, "seed": 0, "output_dir": str(root),
-        "data": {"name": "synthetic", "batch_size": batch, "crop_padding": 4, "flip": True,
+        "data": {"name": "synthetic", "batch_size": batch, "augment": augment, "crop_padding": 4, "flip": True,
                  "synthetic": {"num_classes": classes, "image_size": shape[1], "channels": shape[0],
                                "train_size": batch * steps, "test_size": 2 * classes}},
         "student": {"name": student}, "method": method,
@@ -59,6 +59,28 @@ def _experiment(root: Path, name: str, student: str, teacher_ckpt: Path | None, 
     return cfg
 
 
+def save_random_teacher(root: Path, teacher: str, classes: int, channels: int) -> Path:
+    """A freshly initialised ``teacher`` saved as a checkpoint under ``root`` (weights do not matter for speed)."""
+    path = root / "teacher.pt"
+    save_atomic({"model": create_model(teacher, classes, channels).state_dict(), "model_name": teacher,
+                 "num_classes": classes}, path)
+    return path
+
+
+def framework_trainer(root: Path, name: str, student: str, teacher_ckpt: Path | None, teacher: str, shape,
+                      batch: int, steps: int, classes: int, method: dict, runtime: dict, cache: bool = False,
+                      augment: bool = True) -> Trainer:
+    """The Trainer that the ``framework`` variant times: a synthetic in-memory dataset of ``batch * steps`` images
+    (batch augmentation: crop padding 4 and flip unless ``augment`` is False), SGD, constant LR, ``method``."""
+    return Trainer(validate_config(_experiment(root, name, student, teacher_ckpt, teacher, shape, batch, steps, classes,
+                                               method, runtime, cache, augment)))
+
+
+def framework_epoch(trainer: Trainer) -> int:
+    """One timed training epoch of ``trainer`` (the framework's own loop); returns the images seen."""
+    return trainer._train_epoch(0)[1]
+
+
 def run_bench(teacher: str = "resnet32x4", student: str = "resnet8x4", shape=(3, 32, 32), batch: int = 64,
               classes: int = 100, steps: int = 8, rounds: int = 3, device: str = "auto", amp: str = "off",
               channels_last: bool = False, temperature: float = 4.0, alpha: float = 2.25) -> dict:
@@ -68,11 +90,9 @@ def run_bench(teacher: str = "resnet32x4", student: str = "resnet8x4", shape=(3,
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(io.StringIO()):
         root = Path(tmp)
         torch.manual_seed(0)
-        teacher_ckpt = root / "teacher.pt"
-        save_atomic({"model": create_model(teacher, classes, shape[0]).state_dict(), "model_name": teacher,
-                     "num_classes": classes}, teacher_ckpt)
+        teacher_ckpt = save_random_teacher(root, teacher, classes, shape[0])
         common = (student, teacher_ckpt, teacher, shape, batch, steps, classes)
-        framework = Trainer(validate_config(_experiment(root, "framework", *common, method, runtime)))
+        framework = framework_trainer(root, "framework", *common, method, runtime)
         student_only = Trainer(validate_config(
             _experiment(root, "student_only", student, None, teacher, shape, batch, steps, classes, {"name": "ce"},
                         runtime)))
@@ -95,9 +115,9 @@ def run_bench(teacher: str = "resnet32x4", student: str = "resnet8x4", shape=(3,
             s_model.train()
             for x, y in batches:
                 with autocast():
-                    logits = s_model(x)
                     with torch.no_grad():
-                        t_logits = t_model(x)
+                        t_logits = t_model(x)  # teacher first, as the framework does
+                    logits = s_model(x)
                 loss = F.cross_entropy(logits.float(), y) + alpha * wsl_soft_loss(logits, t_logits, y, temperature)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -111,7 +131,7 @@ def run_bench(teacher: str = "resnet32x4", student: str = "resnet8x4", shape=(3,
             return n
 
         variants = {
-            "framework": lambda: framework._train_epoch(0)[1],
+            "framework": lambda: framework_epoch(framework),
             "bare": bare_epoch,
             "cached": lambda: cached._train_epoch(0)[1],
             "student_only": lambda: student_only._train_epoch(0)[1],
