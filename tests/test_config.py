@@ -117,7 +117,7 @@ def test_shipped_configs_validate():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1] / "configs"
-    files = sorted(root.rglob("*.yaml"))
+    files = sorted(f for f in root.rglob("*.yaml") if f.parent.name != "reproduce")  # plans: test_reproduce.py
     assert len(files) >= 10
     for f in files:
         validate_config(yaml.safe_load(f.read_text()), str(f), check_files=False)

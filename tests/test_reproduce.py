@@ -14,7 +14,7 @@ from softlabels.errors import ConfigError
 from softlabels.reproduce import parse_plan
 from softlabels.reproduce.plan import default_values, student_run, tag_of
 from softlabels.reproduce.runner import check_plan, choose, final_runs, selection_runs, selection_state
-from softlabels.reproduce.stats import mean_std, paired_comparison, student_t_sf_two_sided
+from softlabels.stats import mean_std, paired_comparison, student_t_sf_two_sided
 
 
 def tiny_plan(tmp_path: Path, **extra) -> dict:

@@ -254,21 +254,22 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return out
 
 
-def read_yaml(path: str | Path) -> dict:
-    """``yaml.safe_load`` a mapping from ``path`` with one-line errors naming the file."""
+def read_yaml(path: str | Path, kind: str = "config") -> dict:
+    """``yaml.safe_load`` a mapping from ``path`` with one-line errors naming the file (a ``kind`` file)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(f"{kind} file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"config {path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        raise ConfigError(f"{kind} {path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config {path} must be a mapping of sections (data, student, method, ...)")
+        raise ConfigError(f"{kind} {path} must be a mapping of sections (data, student, method, ...)"
+                          if kind == "config" else f"{kind} {path} must be a mapping of keys")
     return data
 
 

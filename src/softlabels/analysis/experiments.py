@@ -29,7 +29,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ import torch
 
 from softlabels.analysis.bias_variance import cross_entropy_bias_variance, mse_bias_variance
 from softlabels.errors import CheckpointError, UserError
+from softlabels.stats import mean_std
 
 __all__ = [
     "AnalysisError",
@@ -544,16 +545,6 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
     return pearson(_ranks([a for a, _ in pairs]), _ranks([b for _, b in pairs]))
 
 
-def _mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None]:
-    vals = [float(v) for v in values if v is not None]
-    if not vals:
-        return None, None
-    mean = sum(vals) / len(vals)
-    if len(vals) < 2:
-        return mean, None
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
-
-
 def _sign(v: float | None) -> int | None:
     return None if v is None else (1 if v > 0 else -1 if v < 0 else 0)
 
@@ -600,7 +591,7 @@ def _decomposition_summary(log_probs: torch.Tensor, targets: torch.Tensor, group
     ce = cross_entropy_bias_variance(log_probs, targets)
     mse = mse_bias_variance(log_probs.exp(), targets, groups=groups)
     member_acc = (log_probs.argmax(-1) == targets.unsqueeze(0)).double().mean(-1) * 100  # (M,)
-    m_mean, m_std = _mean_std(member_acc.tolist())
+    m_mean, m_std = mean_std(member_acc.tolist())
     ensemble_pred = ce.average.argmax(-1)
     means = {**ce.mean(), "mse_bias2": float(mse.bias.mean()), "mse_variance": float(mse.variance.mean()),
              "mse_risk": float(mse.risk.mean()), "member_top1_mean": m_mean, "member_top1_std": m_std,
@@ -769,8 +760,8 @@ def temperature_sweep(
             runs.append({
                 "run": name, "temperature": t, "seed": s,
                 "best_top1": summary.get("best_top1"), "last_top1": summary.get("last_top1"),
-                "reg_fraction_mean": _mean_std(frac)[0], "reg_fraction_last": frac[-1] if frac else None,
-                "reg_fraction_t1_mean": _mean_std(frac1)[0], "reg_fraction_t1_last": frac1[-1] if frac1 else None,
+                "reg_fraction_mean": mean_std(frac)[0], "reg_fraction_last": frac[-1] if frac else None,
+                "reg_fraction_t1_mean": mean_std(frac1)[0], "reg_fraction_t1_last": frac1[-1] if frac1 else None,
                 "reg_fraction_per_epoch": frac, "test_top1_per_epoch": _curve(rows, "test_top1"),
             })
             for r in rows:
@@ -783,7 +774,7 @@ def temperature_sweep(
         group = [r for r in runs if r["temperature"] == t]
         row = {"temperature": t, "runs": len(group)}
         for key in ("best_top1", "last_top1", "reg_fraction_mean", "reg_fraction_last", "reg_fraction_t1_mean"):
-            row[key], row[f"{key}_std"] = _mean_std(r[key] for r in group)
+            row[key], row[f"{key}_std"] = mean_std(r[key] for r in group)
         per_t.append(row)
     xs = [r["temperature"] for r in per_t]
     frac_t = [r["reg_fraction_mean"] for r in per_t]
@@ -885,14 +876,14 @@ def filtering_experiment(
             rows = _run_metrics(exp.run_dir)
             frac = _curve(rows, "reg_fraction")
             runs.append({"arm": arm, "seed": s, "run": name, "best_top1": summary.get("best_top1"),
-                         "last_top1": summary.get("last_top1"), "reg_fraction_mean": _mean_std(frac)[0],
+                         "last_top1": summary.get("last_top1"), "reg_fraction_mean": mean_std(frac)[0],
                          "reg_fraction_last": frac[-1] if frac else None})
     arms = []
     for arm in FILTERING_ARMS:
         group = [r for r in runs if r["arm"] == arm]
         row = {"arm": arm, "n": len(group)}
         for key in ("best_top1", "last_top1", "reg_fraction_last"):
-            row[f"{key}_mean"], row[f"{key}_std"] = _mean_std(r[key] for r in group)
+            row[f"{key}_mean"], row[f"{key}_std"] = mean_std(r[key] for r in group)
         for key in ("best_top1", "last_top1"):
             m, sd = row[f"{key}_mean"], row[f"{key}_std"]
             row[f"{key}_pm"] = "–" if m is None else f"{m:.2f} ± {sd:.2f}" if sd is not None else f"{m:.2f}"
@@ -905,7 +896,7 @@ def filtering_experiment(
             b = next(r[key] for r in runs if r["arm"] == "kd" and r["seed"] == s)
             if a is not None and b is not None:
                 diffs.append(a - b)
-        return _mean_std(diffs)[0]
+        return mean_std(diffs)[0]
 
     diffs = {f"{arm}_minus_kd": {"best_top1": paired(arm, "best_top1"), "last_top1": paired(arm, "last_top1")}
              for arm in ("filter", "wsl")}

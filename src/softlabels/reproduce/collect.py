@@ -19,7 +19,7 @@ import yaml
 from softlabels.engine.checkpoint import sha256_of
 from softlabels.reproduce.plan import Plan, get_dotted, tag_of, teacher_checkpoint, teacher_run
 from softlabels.reproduce.runner import final_runs, read_metrics, selection_state
-from softlabels.reproduce.stats import mean_std, paired_comparison
+from softlabels.stats import mean_std, paired_comparison
 
 WSL = "wsl"
 

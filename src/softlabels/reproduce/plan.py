@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from softlabels.errors import ConfigError
@@ -125,14 +124,9 @@ class Plan(_Strict):
 
 def load_plan(path: str | Path) -> Plan:
     """Read and validate a plan file; errors name the file and the key."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"plan file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    return parse_plan(raw, str(path))
+    from softlabels.config import read_yaml
+
+    return parse_plan(read_yaml(path, kind="plan"), str(path))
 
 
 def parse_plan(raw: Any, source: str = "<plan>") -> Plan:

@@ -1,4 +1,4 @@
-"""Small statistics for results over seeds: mean ± std and the paired t-test (no SciPy needed)."""
+"""Small statistics over seeds: mean ± sample std and the paired t-test (no SciPy needed)."""
 from __future__ import annotations
 
 import math
