@@ -168,6 +168,25 @@ def test_method_seeds_and_pairs_restrict_the_final_runs(tmp_path):
         parse_plan(raw)
 
 
+def test_methods_option_runs_only_those_rows_and_needs_inherited_selection(tmp_path, monkeypatch):
+    import softlabels.reproduce.runner as runner
+
+    plan = parse_plan(tiny_plan(tmp_path))
+    fake_finished(runner.teacher_run(plan, "t"), 50.0)
+    (tmp_path / "runs" / "teachers" / "t" / "best.pt").write_bytes(b"x")
+    with pytest.raises(ConfigError, match="kd_equal inherits wsl's chosen values"):
+        runner.reproduce(plan, methods=["kd_equal"])
+    with pytest.raises(ConfigError, match="unknown method"):
+        runner.reproduce(plan, methods=["nope"])
+    for r in selection_runs(plan, 1, {}):
+        if r.method == "wsl":
+            fake_finished(r, 60.0 + r.values["method.temperature"])
+    ran = []
+    monkeypatch.setattr(runner, "_train_one", lambda config, label: ran.append(label) or {"ok": False, "error": "x"})
+    runner.reproduce(plan, methods=["kd_equal"], log=lambda m: None)
+    assert ran == ["p/kd_equal/T4/seed0", "p/kd_equal/T4/seed1"]  # wsl chose T 4; nothing else ran
+
+
 def test_incomplete_selection_keeps_the_starting_value(tmp_path):
     plan = parse_plan(tiny_plan(tmp_path))
     first = selection_runs(plan, 1, {})

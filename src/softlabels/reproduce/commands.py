@@ -30,7 +30,7 @@ def _cmd_reproduce(args) -> int:
         print(f"{done}/{len(rows)} runs done ({count} possible configs checked)", file=sys.stderr)
         return 0
     _log(f"{args.plan}: {count} run configs checked")
-    outcome = reproduce(plan, jobs=args.jobs, until=args.until, log=_log)
+    outcome = reproduce(plan, jobs=args.jobs, until=args.until, log=_log, methods=args.methods)
     write_results(plan, log=_log)
     if outcome["failures"]:
         _log(f"{len(outcome['failures'])} runs failed (see {plan.output_dir}/failures.json)")
@@ -50,6 +50,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel worker processes (threads split among them)")
     p.add_argument("--until", choices=["teachers", "select", "final"], default="final",
                    help="stop after this stage")
+    p.add_argument("--methods", nargs="+", metavar="NAME",
+                   help="only these rows (their selection and final runs); for a second process beside a running one")
     p.add_argument("--status", action="store_true", help="list the runs and whether each is done; train nothing")
     p.add_argument("--collect", action="store_true",
                    help="only regenerate the results JSON, report and plot from the run folders")

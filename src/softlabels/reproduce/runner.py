@@ -226,11 +226,36 @@ def _load_failures(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def reproduce(plan: Plan, jobs: int = 1, until: str = "final", log: Log = _stderr) -> dict:
+def _check_only(plan: Plan, only: set[str]) -> None:
+    """``only`` names known methods, and the methods they inherit from have finished their selection."""
+    from softlabels.errors import ConfigError
+
+    unknown = sorted(only - set(plan.methods))
+    if unknown:
+        raise ConfigError(f"--methods: unknown method(s) {', '.join(unknown)}; the plan has {', '.join(plan.methods)}")
+    _, table, _ = selection_state(plan)
+    for method in sorted(only):
+        for other in plan.methods[method].inherit:
+            if other not in only and any(c["score"] is None for c in table if c["method"] == other):
+                raise ConfigError(f"--methods: {method} inherits {other}'s chosen values, but {other}'s selection "
+                                  f"runs have not all finished; run them first (or add {other} to --methods)")
+
+
+def reproduce(plan: Plan, jobs: int = 1, until: str = "final", log: Log = _stderr,
+              methods: list[str] | None = None) -> dict:
     """Teachers, then each selection step, then the final runs (stopping after ``until``).
 
+    ``methods`` restricts the selection and final runs to those rows (e.g. to run some rows in a
+    second process while another works on the rest; the two must not share methods).
     Returns {"chosen": ..., "failures": ...}; the caller collects the results.
     """
+    only = set(methods) if methods else None
+    if only is not None:
+        _check_only(plan, only)
+
+    def keep(specs: list[RunSpec]) -> list[RunSpec]:
+        return specs if only is None else [s for s in specs if s.method in only]
+
     out = Path(plan.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     failures_path = out / "failures.json"
@@ -249,7 +274,7 @@ def reproduce(plan: Plan, jobs: int = 1, until: str = "final", log: Log = _stder
     chosen: dict[tuple[str, str], dict] = {}
     if until != "teachers":
         for step in range(1, plan.select_steps() + 1):
-            specs = selection_runs(plan, step, chosen)
+            specs = keep(selection_runs(plan, step, chosen))
             log(f"== selection step {step} ({len(specs)} runs, seed {plan.selection.seed}, {plan.selection.metric})")
             run_all(specs, jobs, log, failures)
             save_failures()
@@ -257,7 +282,7 @@ def reproduce(plan: Plan, jobs: int = 1, until: str = "final", log: Log = _stder
         for (pair, method), values in chosen.items():
             log(f"chosen on val: {pair}/{method}: {values}")
     if until == "final":
-        specs = final_runs(plan, chosen)
+        specs = keep(final_runs(plan, chosen))
         log(f"== final runs ({len(specs)}: {len(plan.seeds)} seeds)")
         run_all(specs, jobs, log, failures)
         save_failures()
