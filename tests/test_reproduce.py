@@ -187,6 +187,23 @@ def test_methods_option_runs_only_those_rows_and_needs_inherited_selection(tmp_p
     assert ran == ["p/kd_equal/T4/seed0", "p/kd_equal/T4/seed1"]  # wsl chose T 4; nothing else ran
 
 
+def test_selection_on_one_pair_applies_to_every_pair(tmp_path):
+    raw = tiny_plan(tmp_path, selection={"seed": 0, "on_pair": "p"})
+    raw["pairs"]["q"] = {"teacher": "t", "student": "resnet14"}
+    plan = parse_plan(raw)
+    step1 = selection_runs(plan, 1, {})
+    assert {r.pair for r in step1} == {"p"}
+    for r in step1:
+        fake_finished(r, 70.0 + (r.values["method.temperature"] == 4))
+    chosen, _, _ = selection_state(plan)
+    final = {(r.pair, r.method, r.seed): r for r in final_runs(plan, chosen)}
+    assert final[("q", "wsl", 1)].values == {"method.temperature": 4}
+    assert final[("q", "kd_equal", 0)].values == {"method.temperature": 4}
+    raw["selection"]["on_pair"] = "nope"
+    with pytest.raises(ConfigError, match="selection.on_pair: unknown pair 'nope'"):
+        parse_plan(raw)
+
+
 def test_incomplete_selection_keeps_the_starting_value(tmp_path):
     plan = parse_plan(tiny_plan(tmp_path))
     first = selection_runs(plan, 1, {})

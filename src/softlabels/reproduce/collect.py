@@ -201,7 +201,9 @@ def markdown(plan: Plan, results: dict, figure: Path | None, doc_dir: Path) -> s
              f"`{plan.results.notes or '—'}`). Seeds {', '.join(map(str, plan.seeds))}; "
              "**best** = test top-1 at the epoch with the best validation top-1, **last** = test top-1 after the "
              "last epoch; mean ± sample std over seeds. Hyperparameters marked (val) were chosen on the held-out "
-             f"validation split with seed {plan.selection.seed}, never on the test set. "
+             f"validation split with seed {plan.selection.seed}"
+             + (f" on pair {plan.selection.on_pair} and used for every pair" if plan.selection.on_pair else "")
+             + ", never on the test set. "
              f"Total compute of the runs: {results['compute_s'] / 60:.0f} min.", ""]
     if not results["selection"]["complete"]:
         lines += ["**Incomplete:** some selection runs have not finished; the table shows what has.", ""]

@@ -65,6 +65,7 @@ class MethodSpec(_Strict):
 class SelectionSpec(_Strict):
     seed: int = 0
     metric: Literal["best_val_top1", "last_val_top1"] = "best_val_top1"
+    on_pair: str | None = Field(None, description="search on this pair only and use its choice for every pair")
 
 
 class ResultsSpec(_Strict):
@@ -108,12 +109,18 @@ class Plan(_Strict):
             for pair in spec.pairs or []:
                 if pair not in self.pairs:
                     raise ValueError(f"methods.{name}.pairs: unknown pair {pair!r}")
+        if self.selection.on_pair is not None and self.selection.on_pair not in self.pairs:
+            raise ValueError(f"selection.on_pair: unknown pair {self.selection.on_pair!r}")
         if self.results.baseline not in self.methods:
             raise ValueError(f"results.baseline: unknown method {self.results.baseline!r}")
         return self
 
     def method_pairs(self, method: str) -> list[str]:
         return list(self.methods[method].pairs or self.pairs)
+
+    def selection_pairs(self, method: str) -> list[str]:
+        """The pairs on which ``method``'s grids run (``selection.on_pair`` or each of its pairs)."""
+        return [self.selection.on_pair] if self.selection.on_pair else self.method_pairs(method)
 
     def method_seeds(self, method: str) -> list[int]:
         return list(self.methods[method].seeds or self.seeds)

@@ -56,7 +56,7 @@ def selection_runs(plan: Plan, step: int, chosen: dict[tuple[str, str], dict]) -
     for method, spec in plan.methods.items():
         if len(spec.select) < step:
             continue
-        for pair in plan.method_pairs(method):
+        for pair in plan.selection_pairs(method):
             start = chosen.get((pair, method), default_values(plan, method))
             key_grid = spec.select[step - 1]
             for key, grid in key_grid.items():
@@ -75,7 +75,7 @@ def choose(plan: Plan, step: int, chosen: dict[tuple[str, str], dict], grid: lis
     for method, spec in plan.methods.items():
         if len(spec.select) < step:
             continue
-        for pair in plan.method_pairs(method):
+        for pair in plan.selection_pairs(method):
             start = chosen.get((pair, method), default_values(plan, method))
             current = dict(start)
             for key, values in spec.select[step - 1].items():
@@ -108,11 +108,12 @@ def selection_state(plan: Plan) -> tuple[dict[tuple[str, str], dict], list[dict]
 
 def values_for(plan: Plan, pair: str, method: str, chosen: dict[tuple[str, str], dict]) -> dict[str, Any]:
     spec = plan.methods[method]
+    where = plan.selection.on_pair or pair
     if spec.select:
-        return dict(chosen.get((pair, method), default_values(plan, method)))
+        return dict(chosen.get((where, method), default_values(plan, method)))
     values: dict[str, Any] = {}
     for other, keys in spec.inherit.items():
-        source = chosen.get((pair, other), default_values(plan, other))
+        source = chosen.get((where, other), default_values(plan, other))
         values.update({k: source[k] for k in keys if k in source})
     return values
 
