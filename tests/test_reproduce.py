@@ -37,11 +37,11 @@ def tiny_plan(tmp_path: Path, **extra) -> dict:
             "kd": {"overrides": {"method": {"name": "kd", "kd_weight": 0.9}, "teacher": {"cache": True}},
                    "select": [{"method.temperature": [2, 4]}, {"method.kd_weight": [0.9, 0.5]}]},
             "wsl": {"overrides": {"method": {"name": "wsl"}}, "select": [{"method.temperature": [2, 4]}]},
-            "kd_equal": {"overrides": {"method": {"name": "wsl", "weighting": "none"}},
+            "kd_equal": {"label": "KD at WSL's scaling", "overrides": {"method": {"name": "wsl", "weighting": "none"}},
                          "inherit": {"wsl": ["method.temperature"]}},
         },
         "results": {"json": str(tmp_path / "out" / "r.json"), "markdown": str(tmp_path / "out" / "r.md"),
-                    "figures": str(tmp_path / "out")},
+                    "figures": str(tmp_path / "out"), "paired": {"wsl": ["kd", "kd_equal"]}},
     }
     raw.update(extra)
     return raw
@@ -96,6 +96,10 @@ def test_plan_errors_name_the_key(tmp_path):
     bad_inherit["methods"]["kd_equal"]["inherit"] = {"student": ["method.temperature"]}
     with pytest.raises(ConfigError, match="not a method with a select grid"):
         parse_plan(bad_inherit, "plan.yaml")
+    bad_paired = tiny_plan(tmp_path)
+    bad_paired["results"]["paired"] = {"wsl": ["kd", "nope"]}
+    with pytest.raises(ConfigError, match="results.paired: unknown method 'nope'"):
+        parse_plan(bad_paired, "plan.yaml")
     with pytest.raises(ConfigError, match="seeds"):
         parse_plan(tiny_plan(tmp_path, seeds=[1, 1]), "plan.yaml")
     with pytest.raises(ConfigError, match="a mapping"):
@@ -244,7 +248,8 @@ def test_reproduce_end_to_end_resume_collect_and_failures(tmp_path, monkeypatch,
     assert results["teachers"]["t"]["sha256"] and results["selection"]["complete"]
     assert (tmp_path / "out" / "tiny_reg_vs_temperature.png").is_file()
     md = (tmp_path / "out" / "r.md").read_text()
-    assert "| kd |" in md and "wsl − kd" in md and "(+2 missing)" in md
+    assert "| kd |" in md and "| wsl − kd | best |" in md and "(+2 missing)" in md
+    assert "| KD at WSL's scaling |" in md and "wsl − KD at WSL's scaling" in md  # labels
 
     # From the logs alone: --collect rewrites the same results without training.
     (tmp_path / "out" / "r.json").unlink()

@@ -21,8 +21,6 @@ from softlabels.reproduce.plan import Plan, get_dotted, tag_of, teacher_checkpoi
 from softlabels.reproduce.runner import final_runs, read_metrics, selection_state
 from softlabels.stats import mean_std, paired_comparison
 
-WSL = "wsl"
-
 
 def _summary(run_dir: Path) -> dict | None:
     path = run_dir / "summary.json"
@@ -112,22 +110,19 @@ def collect(plan: Plan) -> dict:
 
 
 def _paired(plan: Plan, methods: dict) -> dict:
-    """WSL against the baseline and against every other KD-style row, seed by seed (best and last)."""
+    """``results.paired``: each row against each listed row, seed by seed (best and last)."""
     out = {}
-    if WSL not in methods:
-        return out
-    others = [plan.results.baseline] + [m for m in methods if m not in (WSL, plan.results.baseline)
-                                         and methods[m]["inherited_from"] == [WSL]]
-    for other in others:
-        if other not in methods:
-            continue
-        a, b = methods[WSL], methods[other]
-        common = sorted(set(a["seeds"]) & set(b["seeds"]))
-        out[f"{WSL}-{other}"] = {
-            "seeds": common,
-            **{key: paired_comparison([a[key][a["seeds"].index(s)] for s in common],
-                                      [b[key][b["seeds"].index(s)] for s in common]) for key in ("best", "last")},
-        }
+    for row, others in plan.results.paired.items():
+        for other in others:
+            if row not in methods or other not in methods:
+                continue
+            a, b = methods[row], methods[other]
+            common = sorted(set(a["seeds"]) & set(b["seeds"]))
+            out[f"{row}-{other}"] = {
+                "seeds": common,
+                **{key: paired_comparison([a[key][a["seeds"].index(s)] for s in common],
+                                          [b[key][b["seeds"].index(s)] for s in common]) for key in ("best", "last")},
+            }
     return out
 
 
@@ -219,6 +214,7 @@ def markdown(plan: Plan, results: dict, figure: Path | None, doc_dir: Path) -> s
                   f"| Teacher ({pair['teacher_model']}) | {_fmt(teacher['best_top1'])} | {_fmt(teacher['last_top1'])} | 1 "
                   f"| trained once | — |"]
         for name, e in pair["methods"].items():
+            name = plan.methods[name].label or name
             missing = f" (+{len(e['missing_seeds'])} missing)" if e["missing_seeds"] else ""
             lines.append(f"| {name} | {_pm(e['best_mean'], e['best_std'])} | {_pm(e['last_mean'], e['last_std'])} | "
                          f"{len(e['seeds'])}{missing} | {_values_text(e)} | "
@@ -229,9 +225,10 @@ def markdown(plan: Plan, results: dict, figure: Path | None, doc_dir: Path) -> s
                       "| Comparison | metric | mean diff | std | wins/losses | t | p (two-sided) |",
                       "|---|---|---|---|---|---|---|"]
             for comp, res in pair["paired"].items():
+                a, b = comp.split("-", 1)
                 for key in ("best", "last"):
                     r = res[key]
-                    lines.append(f"| {comp.replace('-', ' − ')} | {key} | {_fmt(r['mean_diff'], '+.2f')} | "
+                    lines.append(f"| {plan.methods[a].label or a} − {plan.methods[b].label or b} | {key} | {_fmt(r['mean_diff'], '+.2f')} | "
                                  f"{_fmt(r['std_diff'])} | {r['wins']}/{r['losses']} of {r['n']} | "
                                  f"{_fmt(r['t'])} | {_fmt(r['p'], '.3f')} |")
             lines.append("")

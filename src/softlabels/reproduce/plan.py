@@ -46,6 +46,7 @@ class MethodSpec(_Strict):
     select: list[dict[str, list[Any]]] = Field(
         default_factory=list, description="coordinate search: steps of one dotted key and its grid each")
     inherit: dict[str, list[str]] = Field(default_factory=dict, description="{method: [dotted keys]} to copy")
+    label: str | None = Field(None, description="row name in the report (default: the method's key)")
     pairs: list[str] | None = Field(None, description="only these pairs (default: all)")
     seeds: list[int] | None = Field(None, min_length=1, description="only these seeds (default: the plan's)")
 
@@ -74,7 +75,8 @@ class ResultsSpec(_Strict):
     figures: str = "docs/results"
     notes: str | None = Field(None, description="hand-written markdown appended to the report")
     paper_numbers: str | None = Field(None, description="YAML of published numbers shown as 'not run here'")
-    baseline: str = Field("kd", description="the method WSL is compared with, seed by seed")
+    paired: dict[str, list[str]] = Field(
+        default_factory=dict, description="{row: [rows]}: compare row with each of those rows, seed by seed")
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
@@ -111,8 +113,10 @@ class Plan(_Strict):
                     raise ValueError(f"methods.{name}.pairs: unknown pair {pair!r}")
         if self.selection.on_pair is not None and self.selection.on_pair not in self.pairs:
             raise ValueError(f"selection.on_pair: unknown pair {self.selection.on_pair!r}")
-        if self.results.baseline not in self.methods:
-            raise ValueError(f"results.baseline: unknown method {self.results.baseline!r}")
+        for row, others in self.results.paired.items():
+            for name in [row, *others]:
+                if name not in self.methods:
+                    raise ValueError(f"results.paired: unknown method {name!r}")
         return self
 
     def method_pairs(self, method: str) -> list[str]:
