@@ -48,6 +48,7 @@ import torch
 from torch.utils.data import Dataset, RandomSampler
 
 from softlabels.bench import _sync, framework_epoch, framework_trainer, save_random_teacher
+from softlabels.cli import add_pair_arguments
 from softlabels.models import create_model
 
 CROP_PADDING = 4  # the padding softlabels.bench gives its synthetic data
@@ -228,12 +229,7 @@ def format_report(r: dict) -> str:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--teacher", default="resnet32x4")
-    p.add_argument("--student", default="resnet8x4")
-    p.add_argument("--shape", type=int, nargs=3, default=[3, 32, 32], metavar=("C", "H", "W"))
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--num-classes", type=int, default=100)
-    p.add_argument("--steps", type=int, default=8, help="batches per timed epoch")
+    add_pair_arguments(p)
     p.add_argument("--rounds", type=int, default=5, help="alternating rounds per framework (median kept)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--temperature", type=float, default=4.0)

@@ -78,6 +78,16 @@ def _cmd_list(args) -> int:
     return 0
 
 
+def add_pair_arguments(p: argparse.ArgumentParser) -> None:
+    """The teacher/student pair, input shape, batch, classes and steps of a speed benchmark."""
+    p.add_argument("--teacher", default="resnet32x4")
+    p.add_argument("--student", default="resnet8x4")
+    p.add_argument("--shape", type=int, nargs=3, default=[3, 32, 32], metavar=("C", "H", "W"))
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--num-classes", type=int, default=100)
+    p.add_argument("--steps", type=int, default=8, help="batches per timed epoch")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="softlabels", description="Knowledge distillation with weighted soft labels.")
     from softlabels import __version__
@@ -114,12 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("bench", help="images/s of the distillation step vs a bare PyTorch step, cache, data")
-    p.add_argument("--teacher", default="resnet32x4")
-    p.add_argument("--student", default="resnet8x4")
-    p.add_argument("--shape", type=int, nargs=3, default=[3, 32, 32], metavar=("C", "H", "W"))
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--num-classes", type=int, default=100)
-    p.add_argument("--steps", type=int, default=8, help="batches per timed epoch")
+    add_pair_arguments(p)
     p.add_argument("--rounds", type=int, default=3, help="round-robin repetitions (median kept)")
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off")
