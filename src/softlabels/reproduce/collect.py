@@ -17,17 +17,17 @@ from typing import Any
 import yaml
 
 from softlabels.engine.checkpoint import sha256_of
-from softlabels.reproduce.plan import Plan, get_dotted, tag_of, teacher_checkpoint, teacher_run
-from softlabels.reproduce.runner import final_runs, read_metrics, selection_state
+from softlabels.reproduce.plan import (
+    Plan,
+    finished_summary,
+    get_dotted,
+    read_metrics,
+    tag_of,
+    teacher_checkpoint,
+    teacher_run,
+)
+from softlabels.reproduce.runner import final_runs, selection_state
 from softlabels.stats import mean_std, paired_comparison
-
-
-def _summary(run_dir: Path) -> dict | None:
-    path = run_dir / "summary.json"
-    if not path.is_file():
-        return None
-    data = json.loads(path.read_text())
-    return data if data.get("epochs") == data.get("total_epochs") else None
 
 
 def _rel(path: Path | str) -> str:
@@ -44,7 +44,7 @@ def collect(plan: Plan) -> dict:
     teachers = {}
     for name in plan.teachers:
         run = teacher_run(plan, name)
-        summary = _summary(run.run_dir)
+        summary = finished_summary(run.run_dir)
         ckpt = teacher_checkpoint(plan, name)
         teachers[name] = {
             "model": get_dotted(run.config, "student.name"),
@@ -62,8 +62,7 @@ def collect(plan: Plan) -> dict:
                "methods": {}}
         for name, p in plan.pairs.items()
     }
-    wall = sum(t["wall_time_s"] or 0 for t in teachers.values())
-    selection_runs = {c["run_dir"] for c in table}
+    run_dirs = {str(Path(c["run_dir"])) for c in table}  # every run counted once for the compute total
     for run in final_runs(plan, chosen):
         entry = pairs[run.pair]["methods"].setdefault(run.method, {
             "method": get_dotted(run.config, "method.name"), "values": run.values, "tag": tag_of(run.values),
@@ -71,7 +70,7 @@ def collect(plan: Plan) -> dict:
             "seeds": [], "best": [], "last": [], "test_max": [], "best_epoch": [], "run_dirs": [],
             "reg_fraction_last": [], "missing_seeds": [],
         })
-        summary = _summary(run.run_dir)
+        summary = finished_summary(run.run_dir)
         if summary is None:
             entry["missing_seeds"].append(run.seed)
             continue
@@ -83,11 +82,9 @@ def collect(plan: Plan) -> dict:
         entry["test_max"].append(max(r["test_top1"] for r in rows) if rows else None)
         entry["reg_fraction_last"].append(rows[-1].get("reg_fraction") if rows else None)
         entry["run_dirs"].append(_rel(run.run_dir))
-        if str(run.run_dir) not in selection_runs:
-            wall += summary.get("wall_time_s") or 0
-    for c in table:
-        s = _summary(Path(c["run_dir"]))
-        wall += (s or {}).get("wall_time_s") or 0
+        run_dirs.add(str(run.run_dir))
+    wall = sum(t["wall_time_s"] or 0 for t in teachers.values())
+    wall += sum((finished_summary(d) or {}).get("wall_time_s") or 0 for d in run_dirs)
     for pair in pairs.values():
         for entry in pair["methods"].values():
             for key in ("best", "last", "test_max"):

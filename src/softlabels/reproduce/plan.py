@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from softlabels.engine.metrics import read_jsonl
 from softlabels.errors import ConfigError
 
 SHORT_NAMES = {"temperature": "T"}
@@ -176,11 +177,22 @@ class RunSpec:
         return f"{where}/{tag}/seed{self.seed}" if self.pair else where
 
     def finished(self) -> bool:
-        summary = self.run_dir / "summary.json"
-        if not summary.is_file():
-            return False
-        data = json.loads(summary.read_text())
-        return data.get("epochs") == data.get("total_epochs") and data.get("epochs") is not None
+        return finished_summary(self.run_dir) is not None
+
+
+def finished_summary(run_dir: Path | str) -> dict | None:
+    """The run's summary.json when it records all its epochs, else None (missing or unfinished)."""
+    path = Path(run_dir) / "summary.json"
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    done = data.get("epochs") is not None and data.get("epochs") == data.get("total_epochs")
+    return data if done else None
+
+
+def read_metrics(run_dir: Path | str) -> list[dict]:
+    """The rows of the run's metrics.jsonl ([] when there is none)."""
+    return read_jsonl(Path(run_dir) / "metrics.jsonl")
 
 
 def merge(base: dict, extra: dict) -> dict:

@@ -20,6 +20,8 @@ from softlabels.reproduce.plan import (
     Plan,
     RunSpec,
     default_values,
+    finished_summary,
+    read_metrics,
     student_run,
     teacher_checkpoint,
     teacher_run,
@@ -32,19 +34,13 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def read_metrics(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def selection_score(spec: RunSpec, metric: str) -> float | None:
     """Validation top-1 of a finished selection run (``best_val_top1`` or ``last_val_top1``)."""
-    if not spec.finished():
+    summary = finished_summary(spec.run_dir)
+    if summary is None:
         return None
     if metric == "best_val_top1":
-        return json.loads((spec.run_dir / "summary.json").read_text()).get("best_val_top1")
+        return summary.get("best_val_top1")
     rows = read_metrics(spec.run_dir)
     return rows[-1].get("val_top1") if rows else None
 
