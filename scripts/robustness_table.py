@@ -18,12 +18,14 @@ import sys
 from pathlib import Path
 
 from softlabels.evaluate import evaluate_checkpoint
+from softlabels.stats import mean_std
 
 
 def _mean_std(values: list[float]) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.2f}" if values else "—"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+    mean, std = mean_std(values)
+    if mean is None:
+        return "—"
+    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -82,17 +82,14 @@ from torch import nn
 from softlabels.errors import ConfigError
 from softlabels.features import FeatureCapture
 from softlabels.methods._feature_utils import ConvReg, paired_stages
-from softlabels.methods.base import Batch, Distiller, MethodParams, register_method
-from softlabels.methods.ofd import _connector, bn_margin, feature_margin, partial_l2
+from softlabels.methods.base import Batch, Distiller, register_method
+from softlabels.methods.ofd import MarginReLUParams, _connector, bn_margin, feature_margin, partial_l2
 
 
-class DFAParams(MethodParams):
+class DFAParams(MarginReLUParams):
     """Distillation as OFD (weight 1e-3, CE 1, 1x1 connector); search as first-order DARTS (unconfirmed)."""
 
     init_epochs: int = Field(10, ge=0, description="search epochs (stage 1, at the base LR) before distillation")
-    weight: float = Field(1e-3, ge=0, description="multiplies the stage-weighted margin-ReLU partial L2")
-    ce_weight: float = Field(1.0, ge=0, description="multiplies the hard-label CE")
-    connector_kernel: int = Field(1, ge=1, description="kernel of the distillation connector conv (odd)")
     bridge_weight: float = Field(1.0, ge=0, description="multiplies the bridge loss in the search's weight step")
     arch_lr: float = Field(3e-4, ge=0, description="Adam learning rate of the architecture parameters (DARTS)")
     arch_betas: tuple[float, float] = Field((0.5, 0.999), description="Adam betas of the architecture step (DARTS)")
@@ -108,13 +105,6 @@ class DFAParams(MethodParams):
     aggregation: Literal["softmax", "argmax"] = Field(
         "softmax", description="stage 2 uses the softmax weights, or only the argmax candidate"
     )
-
-    @field_validator("connector_kernel")
-    @classmethod
-    def _odd(cls, v: int) -> int:
-        if v % 2 == 0:
-            raise ValueError("connector_kernel must be odd")
-        return v
 
     @field_validator("arch_betas")
     @classmethod

@@ -46,14 +46,12 @@ from softlabels.losses import kd_loss
 from softlabels.methods.base import Batch, Distiller, MethodParams, register_method
 
 
-class OFDParams(MethodParams):
-    """mdistiller CIFAR defaults: CE 1, feature weight 1e-3 (the official 1/1000), 1x1 connector."""
+class MarginReLUParams(MethodParams):
+    """The margin-ReLU feature loss's weights and connector (shared by OFD and DFA's distillation stage)."""
 
-    weight: float = Field(1e-3, ge=0, description="multiplies the summed partial-L2 loss")
+    weight: float = Field(1e-3, ge=0, description="multiplies the (stage-weighted) partial-L2 loss")
     ce_weight: float = Field(1.0, ge=0, description="multiplies the hard-label CE")
     connector_kernel: int = Field(1, ge=1, description="kernel size of the connector conv (odd)")
-    kd_weight: float = Field(0.0, ge=0, description="multiplies T^2 * KL(teacher || student) (0 = off)")
-    temperature: float = Field(4.0, gt=0, description="KD temperature (used when kd_weight > 0)")
 
     @field_validator("connector_kernel")
     @classmethod
@@ -61,6 +59,13 @@ class OFDParams(MethodParams):
         if v % 2 == 0:
             raise ValueError("connector_kernel must be odd")
         return v
+
+
+class OFDParams(MarginReLUParams):
+    """mdistiller CIFAR defaults: CE 1, feature weight 1e-3 (the official 1/1000), 1x1 connector."""
+
+    kd_weight: float = Field(0.0, ge=0, description="multiplies T^2 * KL(teacher || student) (0 = off)")
+    temperature: float = Field(4.0, gt=0, description="KD temperature (used when kd_weight > 0)")
 
 
 def partial_l2(source: torch.Tensor, target: torch.Tensor, margin: torch.Tensor) -> torch.Tensor:
