@@ -62,7 +62,7 @@ def selection_runs(plan: Plan, step: int, chosen: dict[tuple[str, str], dict]) -
     return _unique(runs)
 
 
-def choose(plan: Plan, step: int, chosen: dict[tuple[str, str], dict], grid: list[dict] | None = None) -> dict:
+def choose(plan: Plan, step: int, chosen: dict[tuple[str, str], dict]) -> dict:
     """Update ``chosen`` with the winners of step ``step``; returns {(pair, method): [candidates]}.
 
     A key whose runs are not all finished is left at its current value and reported as pending.
