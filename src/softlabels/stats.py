@@ -58,3 +58,49 @@ def paired_comparison(a: Sequence[float], b: Sequence[float]) -> dict:
         t = mean / (std / math.sqrt(len(diffs)))
         out.update(t=t, p=student_t_sf_two_sided(t, len(diffs) - 1))
     return out
+
+
+#: a correlation over fewer points than this is not reported (two points always give ±1)
+MIN_CORRELATION_POINTS = 3
+NOT_ENOUGH_POINTS = "not enough points"
+
+
+def _paired_finite(x: Sequence[float], y: Sequence[float]) -> tuple[list[float], list[float]]:
+    pairs = [(float(a), float(b)) for a, b in zip(x, y) if a is not None and b is not None
+             and math.isfinite(float(a)) and math.isfinite(float(b))]
+    return [a for a, _ in pairs], [b for _, b in pairs]
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Pearson correlation (``scipy.stats.pearsonr``) of the pairs where both values are present.
+
+    None with fewer than :data:`MIN_CORRELATION_POINTS` pairs or when either side is constant.
+    """
+    from scipy.stats import pearsonr
+
+    a, b = _paired_finite(x, y)
+    if len(a) < MIN_CORRELATION_POINTS or len(set(a)) < 2 or len(set(b)) < 2:
+        return None
+    return float(pearsonr(a, b).statistic)
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Spearman rank correlation (``scipy.stats.spearmanr``, average ranks for ties) of the present pairs.
+
+    None with fewer than :data:`MIN_CORRELATION_POINTS` pairs or when either side is constant.
+    """
+    from scipy.stats import spearmanr
+
+    a, b = _paired_finite(x, y)
+    if len(a) < MIN_CORRELATION_POINTS or len(set(a)) < 2 or len(set(b)) < 2:
+        return None
+    return float(spearmanr(a, b).statistic)
+
+
+def describe_correlation(value: float | None, points: int) -> str:
+    """``"+0.800 (4 points)"``, or :data:`NOT_ENOUGH_POINTS` with the count when it cannot be claimed."""
+    if points < MIN_CORRELATION_POINTS:
+        return f"{NOT_ENOUGH_POINTS} ({points}; a correlation needs at least {MIN_CORRELATION_POINTS})"
+    if value is None:
+        return f"undefined ({points} points, one side constant)"
+    return f"{value:+.3f} ({points} points)"
