@@ -72,7 +72,9 @@ def _cmd_list(args) -> int:
     from softlabels.methods import list_methods
     from softlabels.models import list_models
 
-    what = {"models": list_models, "methods": list_methods, "datasets": list_datasets}
+    from softlabels.resources import list_configs
+
+    what = {"models": list_models, "methods": list_methods, "datasets": list_datasets, "configs": list_configs}
     for kind in [args.kind] if args.kind else list(what):
         print(f"{kind}: " + ", ".join(what[kind]()))
     return 0
@@ -96,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a teacher or distil a student from a YAML config")
-    p.add_argument("config", nargs="?", help="experiment YAML file")
+    p.add_argument("config", nargs="?", help="experiment YAML file, or a shipped config name (fashion_mnist/wsl)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=0.1 method.temperature=2")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")
     p.set_defaults(func=_cmd_train)
@@ -134,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("list", help="registered models, methods and datasets")
-    p.add_argument("kind", nargs="?", choices=["models", "methods", "datasets"])
+    p.add_argument("kind", nargs="?", choices=["models", "methods", "datasets", "configs"])
     p.set_defaults(func=_cmd_list)
     from softlabels.report.commands import add_parser as _add_report
 

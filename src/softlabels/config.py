@@ -315,18 +315,23 @@ def validate_config(raw: dict, source: str = "<dict>", *, check_files: bool = Tr
                 f"student.num_classes ({exp.student.num_classes}); both must predict the same classes"
             )
     if check_files:
-        if exp.teacher is not None and not Path(exp.teacher.checkpoint).is_file():
+        from softlabels.resources import resolve_path
+
+        if exp.teacher is not None and not resolve_path(exp.teacher.checkpoint).is_file():
             raise ConfigError(
                 f"invalid config {source}: key 'teacher.checkpoint': file not found: {exp.teacher.checkpoint} "
                 "(train the teacher first, or fix the path; relative paths are relative to the working directory)"
             )
-        if exp.student.init is not None and not Path(exp.student.init).is_file():
+        if exp.student.init is not None and not resolve_path(exp.student.init).is_file():
             raise ConfigError(f"invalid config {source}: key 'student.init': file not found: {exp.student.init}")
     return exp
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None, *, check_files: bool = True) -> Experiment:
-    """Read, override and validate one experiment file."""
+    """Read, override and validate one experiment file (a path, or a shipped name like ``fashion_mnist/wsl``)."""
+    from softlabels.resources import find_config
+
+    path = find_config(path)
     raw = apply_overrides(read_yaml(path), overrides or [])
     return validate_config(raw, str(path), check_files=check_files)
 

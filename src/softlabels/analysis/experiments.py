@@ -202,7 +202,9 @@ def resolve_teacher(
     from softlabels.engine.checkpoint import load_checkpoint
 
     if checkpoint is not None:
-        path = Path(checkpoint)
+        from softlabels.resources import resolve_path
+
+        path = resolve_path(checkpoint)
         if not path.exists():
             raise CheckpointError(
                 f"teacher checkpoint not found: {path} (pass a .pt file or a run folder with best.pt/last.pt)"
@@ -228,7 +230,9 @@ def resolve_teacher(
         teacher = copy.deepcopy(base["teacher"])
         if name is not None:
             teacher["name"] = name
-        if not Path(teacher.get("checkpoint", "")).is_file():
+        from softlabels.resources import resolve_path
+
+        if not resolve_path(teacher.get("checkpoint", "")).is_file():
             raise CheckpointError(
                 f"teacher checkpoint not found: {teacher.get('checkpoint')} (from the base config's teacher section; "
                 "pass --teacher-checkpoint PATH)"

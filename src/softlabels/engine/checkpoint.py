@@ -30,8 +30,13 @@ def save_atomic(obj: Any, path: str | Path) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint on CPU with ``weights_only=True``; CheckpointError if missing or unreadable."""
-    path = Path(path)
+    """Load a checkpoint on CPU with ``weights_only=True``; CheckpointError if missing or unreadable.
+
+    ``path`` may be a package resource (``softlabels:teachers/NAME.pt``, see :mod:`softlabels.resources`).
+    """
+    from softlabels.resources import resolve_path
+
+    path = resolve_path(path)
     if path.is_dir():
         for name in ("best.pt", "last.pt"):
             if (path / name).is_file():
