@@ -146,3 +146,31 @@ def test_fashion_mnist_configs_match_the_demo():
         if cfg["method"]["name"] != "ce":
             cfg["teacher"] = {"name": "resnet20", "checkpoint": "t.pt"}
         assert pick(yaml.safe_load((root / file).read_text())) == pick(cfg), file
+
+
+def test_callbacks_loggers_imports_and_aug_seed(tmp_path, tiny):
+    cfg = tiny(tmp_path, callbacks=["some_callback", {"name": "other", "every": 2}], imports=["my_pkg.models"])
+    cfg["data"]["aug_seed"] = 7
+    from softlabels.config import Experiment
+
+    exp = Experiment.model_validate(cfg)
+    assert exp.callbacks[1] == {"name": "other", "every": 2} and exp.imports == ["my_pkg.models"]
+    assert exp.data.aug_seed == 7 and exp.model_dump()["data"]["aug_seed"] == 7
+    for key, value in (("callbacks", [{"every": 2}]), ("loggers", [""]), ("imports", ["not a module"])):
+        with pytest.raises(ConfigError, match=key):
+            validate_config(tiny(tmp_path, **{key: value}), check_files=False)
+
+
+def test_new_keys_at_their_defaults_are_not_written():
+    """config.yaml of runs written before callbacks/loggers/imports/aug_seed existed reads back identically."""
+    from softlabels.config import Experiment
+
+    dump = Experiment.model_validate({"student": {"name": "resnet8"}}).model_dump()
+    assert not {"callbacks", "loggers", "imports"} & set(dump) and "aug_seed" not in dump["data"]
+
+
+def test_unknown_callback_or_logger_named(tmp_path, tiny):
+    with pytest.raises(ConfigError, match=r"exp\.yaml.*callbacks\[0\].*no_such_callback"):
+        validate_config(tiny(tmp_path, callbacks=["no_such_callback"]), "exp.yaml", check_files=False)
+    with pytest.raises(ConfigError, match=r"loggers\[0\]"):
+        validate_config(tiny(tmp_path, loggers=[{"name": "no_such_logger"}]), "exp.yaml", check_files=False)

@@ -9,16 +9,36 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from softlabels.errors import ConfigError, UserError
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    #: fields added after run folders were first written: dumped only when they differ from their
+    #: default, so the config.yaml of an older run reads back to the same dump (resume compares them).
+    omit_when_default: ClassVar[frozenset[str]] = frozenset()
+
+    @model_serializer(mode="wrap")
+    def _omit_defaults(self, handler):
+        out = handler(self)
+        for key in self.omit_when_default:
+            field = type(self).model_fields[key]
+            if key in out and getattr(self, key) == field.get_default(call_default_factory=True):
+                del out[key]
+        return out
 
 
 class SyntheticConfig(_Strict):
@@ -47,7 +67,10 @@ class DataConfig(_Strict):
     crop_padding: int = Field(4, ge=0)
     flip: bool = True
     drop_last: bool = False
+    aug_seed: int | None = Field(None, description="seed of the augmentation stream; null: the run's seed")
     synthetic: SyntheticConfig = SyntheticConfig()
+
+    omit_when_default: ClassVar[frozenset[str]] = frozenset({"aug_seed"})
 
     @field_validator("train_subset")
     @classmethod
@@ -193,6 +216,34 @@ class Experiment(_Strict):
     optim: OptimConfig = OptimConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+    imports: list[str] = Field(
+        [], description="modules to import before the run (they register models, datasets, methods, callbacks)"
+    )
+    callbacks: list[str | dict[str, Any]] = Field(
+        [], description="registered callbacks: a name, or {name: ..., option: value, ...} (`softlabels list callbacks`)"
+    )
+    loggers: list[str | dict[str, Any]] = Field(
+        [], description="experiment loggers: a name (tensorboard, wandb, mlflow) or {name: ..., option: value, ...}"
+    )
+
+    omit_when_default: ClassVar[frozenset[str]] = frozenset({"imports", "callbacks", "loggers"})
+
+    @field_validator("imports")
+    @classmethod
+    def _module_names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not name or any(not part.isidentifier() for part in name.split(".")):
+                raise ValueError(f"{name!r} is not a module name (like my_package.models)")
+        return v
+
+    @field_validator("callbacks", "loggers")
+    @classmethod
+    def _entries(cls, v: list) -> list:
+        for i, entry in enumerate(v):
+            name = entry.get("name") if isinstance(entry, dict) else entry
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"entry {i} must be a name or a mapping with a 'name' key, got {entry!r}")
+        return v
 
     @property
     def run_dir(self) -> Path:
@@ -314,6 +365,7 @@ def validate_config(raw: dict, source: str = "<dict>", *, check_files: bool = Tr
                 f"invalid config {source}: teacher.num_classes ({exp.teacher.num_classes}) differs from "
                 f"student.num_classes ({exp.student.num_classes}); both must predict the same classes"
             )
+    _check_callbacks(exp, source)
     if check_files:
         from softlabels.resources import resolve_path
 
@@ -325,6 +377,19 @@ def validate_config(raw: dict, source: str = "<dict>", *, check_files: bool = Tr
         if exp.student.init is not None and not resolve_path(exp.student.init).is_file():
             raise ConfigError(f"invalid config {source}: key 'student.init': file not found: {exp.student.init}")
     return exp
+
+
+def _check_callbacks(exp: Experiment, source: str) -> None:
+    """Names and options of ``callbacks``/``loggers`` entries, checked against the registered Params."""
+    if not (exp.callbacks or exp.loggers):
+        return
+    from softlabels.callbacks import build_callbacks
+
+    try:
+        build_callbacks(exp.callbacks, "callback")
+        build_callbacks(exp.loggers, "logger")
+    except ConfigError as err:
+        raise ConfigError(f"invalid config {source}: {err}") from None
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None, *, check_files: bool = True) -> Experiment:
