@@ -7,6 +7,7 @@ Public API::
 __version__ = "0.1.0"
 
 from softlabels import losses  # noqa: E402
+from softlabels.callbacks.base import Callback  # noqa: E402
 from softlabels.config import Experiment, load_config  # noqa: E402
 from softlabels.methods import get_method, list_methods  # noqa: E402
 from softlabels.models import create_model, list_models  # noqa: E402
@@ -19,8 +20,18 @@ def train(*args, **kwargs):
     return _train(*args, **kwargs)
 
 
+def __getattr__(name: str):
+    if name == "RunDir":  # lazy: the engine imports torch-heavy modules
+        from softlabels.engine.run_dir import RunDir
+
+        return RunDir
+    raise AttributeError(f"module 'softlabels' has no attribute {name!r}")
+
+
 __all__ = [
+    "Callback",
     "Experiment",
+    "RunDir",
     "__version__",
     "create_model",
     "get_method",

@@ -24,7 +24,9 @@ from softlabels.data import build_data
 from softlabels.engine import checkpoint as ckpt_io
 from softlabels.engine.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
 from softlabels.engine.env import environment, seed_everything, select_device
-from softlabels.engine.metrics import append_jsonl, read_jsonl, topk_correct, write_csv, write_jsonl
+from softlabels.engine.metrics import topk_correct
+from softlabels.engine.run_dir import RunDir
+from softlabels.io import append_jsonl, read_jsonl, write_csv, write_jsonl
 from softlabels.engine.schedule import lr_at
 from softlabels.errors import CheckpointError, ConfigError, NonFiniteLossError
 from softlabels.methods import Distiller, get_method
@@ -495,26 +497,19 @@ def train(exp: Experiment, *, resume_dir: str | Path | None = None) -> dict:
 
 def experiment_from_run(run_dir: str | Path) -> Experiment:
     """The validated Experiment stored in a run folder's config.yaml."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise CheckpointError(f"{run_dir} is not a run folder (no config.yaml)")
-    return validate_config(yaml.safe_load(path.read_text()), str(path))
+    return RunDir(run_dir).config()
 
 
 def run_or_resume(exp: Experiment) -> dict:
     """Skip a finished run (return its summary), resume an unfinished one, or start a new one.
 
     A run is finished when its summary.json records all its epochs and its config asked for the
-    same ``schedule.epochs``.
+    same ``schedule.epochs`` (:meth:`RunDir.is_finished`).
     """
-    rd = exp.run_dir
-    summary_path = rd / "summary.json"
-    if summary_path.is_file():
-        summary = json.loads(summary_path.read_text())
-        saved_epochs = yaml.safe_load((rd / "config.yaml").read_text())["schedule"]["epochs"]
-        if summary.get("epochs") == summary.get("total_epochs") and saved_epochs == exp.schedule.epochs:
-            return summary
-    resume = (rd / "last.pt").is_file()
-    if not resume and (rd / "metrics.jsonl").is_file():
-        (rd / "metrics.jsonl").unlink()  # killed before its first checkpoint: nothing to keep
-    return Trainer(exp, run_dir=rd, resume=resume).fit()
+    rd = RunDir(exp.run_dir)
+    if rd.is_finished(exp):
+        return rd.summary()
+    resume = rd.last_path.is_file()
+    if not resume and rd.metrics_path.is_file():
+        rd.metrics_path.unlink()  # killed before its first checkpoint: nothing to keep
+    return Trainer(exp, run_dir=rd.path, resume=resume).fit()

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from softlabels.engine.metrics import read_jsonl
+from softlabels.io import read_jsonl
 from softlabels.errors import ConfigError
 
 SHORT_NAMES = {"temperature": "T"}
