@@ -1,6 +1,5 @@
 """End-to-end training on synthetic data: run folder, checkpoints, exact resume after a kill."""
 import json
-import math
 import os
 import signal
 import subprocess
@@ -191,39 +190,6 @@ def test_mixed_precision_and_channels_last(tmp_path, tiny, tiny_teacher, amp, ch
     assert all(v.dtype == torch.float32 for k, v in state["model"].items() if v.is_floating_point())
 
 
-def test_teacher_cache_is_filled_then_reused_and_refused_when_stale(tmp_path, tiny, tiny_teacher):
-    def cfg(name, epochs=2):
-        c = tiny(tmp_path, name=name, method={"name": "kd"},
-                 teacher={"name": "resnet8", "checkpoint": str(tiny_teacher), "cache": True,
-                          "cache_path": str(tmp_path / "cache")}, epochs=epochs)
-        return validate_config(c)
-
-    live = tiny(tmp_path, name="live", method={"name": "kd"},
-                teacher={"name": "resnet8", "checkpoint": str(tiny_teacher)}, epochs=2)
-    train(validate_config(live))
-    live_rows = [json.loads(r) for r in (tmp_path / "live" / "metrics.jsonl").read_text().splitlines()]
-    train(cfg("first"))
-    first = [json.loads(r) for r in (tmp_path / "first" / "metrics.jsonl").read_text().splitlines()]
-    assert first[0]["teacher_cache_misses"] > 0 and first[0]["teacher_cache_hits"] == 0
-    train(cfg("second"))
-    second = [json.loads(r) for r in (tmp_path / "second" / "metrics.jsonl").read_text().splitlines()]
-    assert all(r["teacher_cache_misses"] == 0 and r["teacher_cache_hits"] > 0 for r in second)
-    # float16 logits: the distilled student follows the live-teacher run closely
-    for a, b in zip(live_rows, second):
-        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-2)
-    # a cache made for 2 epochs is refused for a 3-epoch run (different slots)
-    with pytest.raises(CheckpointError, match="different setting.*slots"):
-        Trainer(cfg("third", epochs=3))
-    # a corrupted cache is caught by the spot check
-    import numpy as np
-
-    logits = np.memmap(tmp_path / "cache" / "logits.f16", dtype=np.float16, mode="r+")
-    logits[:] = 7.0
-    logits.flush()
-    with pytest.raises(CheckpointError, match="does not match the live teacher"):
-        train(cfg("fourth"))
-
-
 @pytest.mark.slow
 def test_runtime_compile_matches_eager_and_saves_plain_weights(tmp_path, tiny, tiny_teacher):
     teacher = {"name": "resnet8", "checkpoint": str(tiny_teacher)}
@@ -235,50 +201,6 @@ def test_runtime_compile_matches_eager_and_saves_plain_weights(tmp_path, tiny, t
     assert compiled["last_top1"] == pytest.approx(eager["last_top1"], abs=2.0)
     state = load_checkpoint(tmp_path / "compiled" / "best.pt")
     assert not any("_orig_mod" in k for k in state["model"])  # loadable without torch.compile
-
-
-def test_topk_compression_known_answer():
-    from softlabels.engine.teacher_cache import compress_topk, expand_topk
-
-    logits = torch.tensor([[3.0, 1.0, 0.0, -1.0], [0.0, 50.0, -60.0, 49.0]])
-    values, index, rest = compress_topk(logits, 2)
-    assert index.tolist() == [[0, 1], [1, 3]] and values.tolist() == [[3.0, 1.0], [50.0, 49.0]]
-    full = expand_topk(values, index, rest, 4)
-    p, q = logits.softmax(1), full.softmax(1)
-    assert torch.allclose(q[:, :2][0], p[0, :2]) and torch.allclose(q[1, [1, 3]], p[1, [1, 3]])  # top k exact
-    assert float(q[0, 2]) == pytest.approx(float(p[0, 2:].mean()), rel=1e-5)  # the rest: their mean share
-    assert float(q[0, 3]) == pytest.approx(float(q[0, 2]))
-    assert rest[0] == pytest.approx(math.log((1 + math.exp(-1)) / 2), abs=1e-5)  # log of the rest's mean share
-    assert torch.isfinite(full).all() and float(q[1, [0, 2]].sum()) == pytest.approx(float(p[1, [0, 2]].sum()), rel=1e-4)
-
-
-def test_teacher_cache_topk_stores_less_and_is_reused(tmp_path, tiny, tiny_teacher):
-    def cfg(name, topk):
-        return validate_config(tiny(tmp_path, name=name, method={"name": "wsl"}, epochs=1,
-                                    teacher={"name": "resnet8", "checkpoint": str(tiny_teacher), "cache": True,
-                                             "cache_path": str(tmp_path / f"cache{topk}"), "cache_topk": topk}))
-
-    train(cfg("fill", 2))
-    train(cfg("read", 2))
-    rows = [json.loads(r) for r in (tmp_path / "read" / "metrics.jsonl").read_text().splitlines()]
-    assert rows[0]["teacher_cache_misses"] == 0 and rows[0]["teacher_cache_hits"] > 0
-    classes = json.loads((tmp_path / "cache2" / "meta.json").read_text())["num_classes"]
-    samples = json.loads((tmp_path / "cache2" / "meta.json").read_text())["full_train_size"]
-    assert (tmp_path / "cache2" / "logits.f16").stat().st_size == 2 * 2 * samples  # float16 x top 2, not x classes
-    assert classes > 2 and (tmp_path / "cache2" / "rest.f16").stat().st_size == 2 * samples
-    with pytest.raises(CheckpointError, match="different setting.*topk"):
-        Trainer(validate_config(tiny(tmp_path, name="other", method={"name": "wsl"}, epochs=1,
-                                     teacher={"name": "resnet8", "checkpoint": str(tiny_teacher), "cache": True,
-                                              "cache_path": str(tmp_path / "cache2"), "cache_topk": 3})))
-    with pytest.raises(CheckpointError, match="cache_topk = 99"):
-        Trainer(cfg("too_many", 99))
-
-
-def test_teacher_cache_rejects_feature_methods_and_train_mode(tmp_path, tiny, tiny_teacher):
-    with pytest.raises(ConfigError, match="train_mode"):
-        validate_config(tiny(tmp_path, method={"name": "kd"},
-                             teacher={"name": "resnet8", "checkpoint": str(tiny_teacher), "cache": True,
-                                      "train_mode": True}))
 
 
 def test_deferred_finiteness_check_names_the_first_bad_step():

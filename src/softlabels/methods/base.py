@@ -152,8 +152,7 @@ class Distiller(nn.Module):
                 cache.check(logits, self.teacher(images))
                 self._spot_check_pending = False
             if logits is None:
-                logits = self.teacher(images)
-                cache.store(self.epoch, indices, logits)
+                logits = cache.store(self.epoch, indices, self.teacher(images))  # train on what is stored
         else:
             logits = self.teacher(images)
         self.last_teacher_logits = logits
