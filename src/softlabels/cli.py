@@ -127,11 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="images/s of the distillation step vs a bare PyTorch step, cache, data")
     add_pair_arguments(p)
-    p.add_argument("--rounds", type=int, default=3, help="round-robin repetitions (median kept)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (min/median/max kept)")
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--quick", action="store_true", help="2 steps x 2 rounds: about a minute on 2 CPU cores")
+    p.add_argument("--max-spread", type=float, default=0.10,
+                   help="warn when a ratio's per-round values spread wider than this fraction of its median")
+    p.add_argument("--runtime-paths", nargs="*", metavar="PATH", default=None,
+                   help="instead: time eager float32 against compile / bf16 / compile_bf16 (all when none named)")
     p.add_argument("--json", metavar="PATH", help="write the measurements as JSON")
     p.set_defaults(func=_cmd_bench)
 
