@@ -114,3 +114,162 @@ def test_teacher_cache_rejects_train_mode(tmp_path, tiny, tiny_teacher):
     with pytest.raises(ConfigError, match="train_mode"):
         validate_config(tiny(tmp_path, method={"name": "kd"},
                              teacher=_teacher(tiny_teacher, tmp_path / "cache", train_mode=True)))
+
+
+# ---------------------------------------------------------------------- stale, damaged, corrupt caches
+def _kd(tmp_path, tiny, tiny_teacher, name, cache=None, epochs=2, **extra):
+    return validate_config(tiny(tmp_path, name=name, method={"name": "kd"}, epochs=epochs,
+                                teacher=_teacher(tiny_teacher, tmp_path / "cache" if cache is None else cache),
+                                **extra))
+
+
+def _snapshot(folder):
+    """{file name: bytes} of everything in a folder (hidden files included)."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_cache_filled_from_other_images_is_refused_by_fingerprint(tmp_path, tiny, tiny_teacher, monkeypatch):
+    """Issue 16.4: a copy of the data with most images changed, same teacher.cache_path -> refused."""
+    import softlabels.data.synthetic as synthetic
+
+    train(_kd(tmp_path, tiny, tiny_teacher, "fill"))
+    before = _snapshot(tmp_path / "cache")
+    original = synthetic.in_memory_bundle
+
+    def changed_images(cfg, *, train, **kw):
+        images = train[0].clone()
+        images[: int(0.85 * len(images))] = 255 - images[: int(0.85 * len(images))]
+        return original(cfg, train=(images, train[1]), **kw)
+
+    monkeypatch.setattr(synthetic, "in_memory_bundle", changed_images)
+    with pytest.raises(CheckpointError, match=r"cache .*data_fingerprint differ; it was filled from other training"):
+        Trainer(_kd(tmp_path, tiny, tiny_teacher, "other_images"))
+    assert _snapshot(tmp_path / "cache") == before
+
+
+def test_fingerprint_covers_images_and_subset_indices(tmp_path):
+    from softlabels.data.memory import InMemoryLoader
+
+    images = torch.randint(0, 256, (20, 1, 4, 4), dtype=torch.uint8)
+    labels = torch.arange(20) % 2
+
+    def fp(imgs, indices=None):
+        return InMemoryLoader(imgs, labels, indices, batch_size=4, mean=[0.5], std=[0.5]).fingerprint()
+
+    changed = images.clone()
+    changed[7, 0, 1, 1] ^= 1  # one bit of one pixel
+    assert fp(images) == fp(images.clone())
+    assert fp(images) != fp(changed)
+    assert fp(images, torch.arange(10)) != fp(images, torch.arange(1, 11)) != fp(images)
+
+
+def test_loader_without_fingerprint_cannot_use_the_cache(tmp_path, tiny, tiny_teacher):
+    from types import SimpleNamespace
+
+    from softlabels.engine.teacher_cache import open_teacher_cache
+
+    exp = _kd(tmp_path, tiny, tiny_teacher, "folder")
+    data = SimpleNamespace(train=SimpleNamespace(augment=True, full_size=8), info=SimpleNamespace(name="imagenet"))
+    method = SimpleNamespace(teacher_features=lambda: [])
+    with pytest.raises(ConfigError, match="^teacher.cache needs training images it can fingerprint.*'imagenet'"):
+        open_teacher_cache(exp, {"sha256": "0" * 64}, data, method, 2)
+    assert not (tmp_path / "cache").exists()
+
+
+def _cache(path, steps=None, slots=2, size=12, classes=3):
+    from softlabels.engine.teacher_cache import TeacherCache
+
+    meta = {"slots": slots, "full_train_size": size, "num_classes": classes, "topk": None}
+    return TeacherCache(path, meta, steps_per_epoch=steps, check_seed=0)
+
+
+def test_spot_check_covers_a_seeded_random_batch_not_only_the_first(tmp_path):
+    """Only samples outside the first batch are stale: the per-epoch random batch finds them."""
+    steps, batch = 6, 2
+    live = torch.arange(36, dtype=torch.float32).view(12, 3)
+
+    def run_epoch(cache, epoch, teacher):
+        for b in range(steps):
+            idx = torch.arange(b * batch, (b + 1) * batch)
+            cache.teacher_logits(epoch, idx, lambda idx=idx: teacher[idx])
+
+    fill = _cache(tmp_path / "c", steps)
+    for epoch in (0, 1):
+        run_epoch(fill, epoch, live)
+    fill.flush()
+
+    def checked_batches(cache):
+        return [[b for b in range(steps) if cache._count_batch(e)] for e in range(3)]
+
+    checked = checked_batches(_cache(tmp_path / "c", steps))
+    assert all(c[0] == 0 for c in checked)  # the first batch of every epoch ...
+    assert any(len(c) == 2 for c in checked)  # ... and a random one besides it
+    assert checked_batches(_cache(tmp_path / "c", steps)) == checked  # chosen from a seed: reproducible
+    epoch = next(e for e, c in enumerate(checked) if len(c) == 2)
+    stale = live.clone()
+    stale[batch:] += 5.0  # every sample outside the first batch changed
+    with pytest.raises(CheckpointError, match="does not match the live teacher"):
+        run_epoch(_cache(tmp_path / "c", steps), epoch, stale)
+    run_epoch(_cache(tmp_path / "c"), epoch, stale)  # without steps_per_epoch only the first batch is checked
+
+
+def test_non_finite_cached_logits_are_a_corrupt_cache(tmp_path, tiny, tiny_teacher):
+    """Issue 16.7: NaN in the cache passes a comparison-based spot check; it is refused by name."""
+    train(_kd(tmp_path, tiny, tiny_teacher, "fill", epochs=1))
+    meta = json.loads((tmp_path / "cache" / "meta.json").read_text())
+    logits = np.memmap(tmp_path / "cache" / "logits.f32", dtype=np.float32, mode="r+",
+                       shape=(meta["slots"], meta["full_train_size"], meta["num_classes"]))
+    logits[0, :, 1] = np.nan
+    logits.flush()
+    del logits
+    with pytest.raises(CheckpointError, match=r"teacher cache .*cache holds non-finite logits \(epoch 1, sample \d+\)"):
+        train(_kd(tmp_path, tiny, tiny_teacher, "read", epochs=1))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "missing_filled"])
+def test_truncated_cache_is_refused_and_left_unmodified(tmp_path, tiny, tiny_teacher, damage):
+    """Issue 16.8: the refused file is not zero-extended (nor is anything else in the folder touched)."""
+    train(_kd(tmp_path, tiny, tiny_teacher, "fill", epochs=1))
+    folder = tmp_path / "cache"
+    if damage == "truncate":
+        data = (folder / "logits.f32").read_bytes()
+        (folder / "logits.f32").write_bytes(data[: len(data) // 3])
+        match = r"is truncated or incomplete \(logits.f32 has \d+ bytes, expected \d+\)"
+    else:
+        (folder / "filled.u8").unlink()
+        match = r"is truncated or incomplete \(filled.u8 is missing\)"
+    before = _snapshot(folder)
+    with pytest.raises(CheckpointError, match=match):
+        Trainer(_kd(tmp_path, tiny, tiny_teacher, "read", epochs=1))
+    assert _snapshot(folder) == before
+
+
+def test_damaged_meta_is_a_one_line_error_naming_the_file(tmp_path, tiny, tiny_teacher, capsys):
+    """Issue 16.17: a damaged meta.json -> one line naming it, exit status 2, folder untouched."""
+    import yaml
+
+    from softlabels.cli import main
+
+    train(_kd(tmp_path, tiny, tiny_teacher, "fill", epochs=1))
+    meta = tmp_path / "cache" / "meta.json"
+    meta.write_text(meta.read_text()[:40])
+    before = _snapshot(tmp_path / "cache")
+    with pytest.raises(CheckpointError, match=r"meta.json"):
+        Trainer(_kd(tmp_path, tiny, tiny_teacher, "read", epochs=1))
+    cfg = tiny(tmp_path, name="cli", method={"name": "kd"}, epochs=1,
+               teacher=_teacher(tiny_teacher, tmp_path / "cache"))
+    (tmp_path / "cli.yaml").write_text(yaml.safe_dump(cfg))
+    capsys.readouterr()
+    assert main(["train", str(tmp_path / "cli.yaml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(meta) in err[0] and "damaged" in err[0] and "Traceback" not in err[0]
+    assert _snapshot(tmp_path / "cache") == before
+
+
+def test_folder_with_other_files_is_not_taken_as_a_cache(tmp_path, tiny, tiny_teacher):
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(CheckpointError, match="holds other files .*notes.txt.*not a teacher cache"):
+        Trainer(_kd(tmp_path, tiny, tiny_teacher, "fill", epochs=1))
+    assert _snapshot(folder) == {"notes.txt": b"mine"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -74,7 +75,10 @@ class InMemoryLoader:
 
     Order and augmentation of an epoch are pure functions of ``(seed, epoch)``: call
     :meth:`set_epoch` before iterating (the epoch stays fixed otherwise). The random crop offsets
-    and flips are drawn once per epoch for every position in the epoch's order.
+    and flips are drawn once per epoch for every position in the epoch's order. With ``aug_seed``
+    they are drawn once per epoch for every SAMPLE of the full set from ``(aug_seed, epoch)``
+    instead: a sample's augmentation then no longer depends on ``seed`` (which keeps the order),
+    so runs with different seeds see the same augmented image of each sample in each epoch.
     """
 
     def __init__(
@@ -93,6 +97,7 @@ class InMemoryLoader:
         flip: bool = False,
         drop_last: bool = False,
         seed: int = 0,
+        aug_seed: int | None = None,
     ) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
@@ -118,6 +123,8 @@ class InMemoryLoader:
         self.augment = bool(augment) and (self.crop_padding > 0 or self.flip)
         self.drop_last = bool(drop_last)
         self.seed = int(seed)
+        self.aug_seed = None if aug_seed is None else int(aug_seed)
+        self._fingerprint: str | None = None
         self.epoch = 0
         self.rank, self.world_size = 0, 1
         std_t = torch.tensor([float(s) for s in std], dtype=torch.float32)
@@ -155,14 +162,31 @@ class InMemoryLoader:
         else:
             order = self._device_indices.clone()  # batches are views: keep the stored indices safe
         offsets = flips = None
+        # without aug_seed: one draw per position of the order; with it: one per sample of the full set
+        seed, draws = (self.seed, n) if self.aug_seed is None else (self.aug_seed, self.full_size)
         if self.augment and self.crop_padding > 0:
-            gen = seeded_generator(self.seed, self.epoch, STREAM_CROP)
-            offsets = torch.randint(0, 2 * self.crop_padding + 1, (n, 2), generator=gen)
+            gen = seeded_generator(seed, self.epoch, STREAM_CROP)
+            offsets = torch.randint(0, 2 * self.crop_padding + 1, (draws, 2), generator=gen)
             offsets = offsets.to(self.device, non_blocking=True)
         if self.augment and self.flip:
-            gen = seeded_generator(self.seed, self.epoch, STREAM_FLIP)
-            flips = (torch.randint(0, 2, (n,), generator=gen) == 1).to(self.device, non_blocking=True)
+            gen = seeded_generator(seed, self.epoch, STREAM_FLIP)
+            flips = (torch.randint(0, 2, (draws,), generator=gen) == 1).to(self.device, non_blocking=True)
+        if self.aug_seed is not None:
+            offsets = None if offsets is None else offsets[order]
+            flips = None if flips is None else flips[order]
         return order, offsets, flips
+
+    def fingerprint(self) -> str:
+        """sha256 (hex) of the images this loader draws from: the uint8 tensor (shape and bytes) and the
+        sample indices. Computed once per loader (about 0.1 s per 50 MB)."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            images = self.images.detach().cpu().contiguous()
+            h.update(repr((str(images.dtype), tuple(images.shape))).encode())
+            h.update(memoryview(images.numpy()).cast("B"))
+            h.update(self.indices.numpy().astype("<i8").tobytes())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         order, offsets, flips = self.epoch_plan()
@@ -226,7 +250,7 @@ def in_memory_bundle(
 
     Args:
         cfg: the data config (``train_subset``, ``val_split``, ``batch_size``, ``eval_batch_size``,
-            ``augment``, ``crop_padding``, ``flip``, ``drop_last``).
+            ``augment``, ``crop_padding``, ``flip``, ``drop_last``, ``aug_seed``).
         train, test: (uint8 images (N, C, H, W), int64 labels (N,)) of the full original sets.
         mean, std: per-channel normalisation in [0, 1] pixel units.
     The full training images are moved to ``device`` once and shared by the train and val loaders.
@@ -267,6 +291,7 @@ def in_memory_bundle(
         crop_padding=crop_padding,
         flip=flip,
         drop_last=drop_last,
+        aug_seed=option(cfg, "aug_seed", None),
         **common,
     )
     val_loader = None

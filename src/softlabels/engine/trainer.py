@@ -28,6 +28,7 @@ from softlabels.engine.metrics import topk_correct
 from softlabels.engine.run_dir import RunDir
 from softlabels.io import append_jsonl, read_jsonl, write_csv, write_jsonl
 from softlabels.engine.schedule import lr_at
+from softlabels.engine.teacher_cache import open_teacher_cache
 from softlabels.errors import CheckpointError, ConfigError, NonFiniteLossError
 from softlabels.methods import Distiller, get_method
 from softlabels.models import create_model
@@ -135,7 +136,8 @@ class Trainer:
             student, teacher, self.params, teacher_train_mode=bool(exp.teacher and exp.teacher.train_mode)
         ).to(self.device)
         if exp.teacher is not None and exp.teacher.cache:
-            self.method.teacher_cache = self._open_teacher_cache()
+            self.method.teacher_cache = open_teacher_cache(exp, self.teacher_info, self.data, self.method,
+                                                           self.method.init_epochs + exp.schedule.epochs)
         sample_images = next(iter(self.data.train))[0][:16]
         self.method.setup(sample_images, self.data)
         self.method.to(self.device)
@@ -153,34 +155,6 @@ class Trainer:
         self._prepare_run_dir()
 
     # ------------------------------------------------------------------ set-up
-    def _open_teacher_cache(self):
-        from softlabels.engine.teacher_cache import TeacherCache
-
-        exp, method, d = self.exp, self.method, self.exp.data
-        if method.teacher_features():
-            raise ConfigError(
-                f"teacher.cache stores logits only, but method '{exp.method.name}' also uses teacher features; "
-                "turn teacher.cache off"
-            )
-        augmented = d.augment and (d.crop_padding > 0 or d.flip)
-        epochs = int(getattr(self.params, "init_epochs", 0) or 0) + exp.schedule.epochs
-        meta = {
-            "teacher": exp.teacher.name, "teacher_sha256": self.teacher_info["sha256"],
-            "dataset": self.data.info.name, "train_subset": d.train_subset, "val_split": d.val_split,
-            "split_seed": d.split_seed,
-            "seed": exp.seed, "augment": augmented, "crop_padding": d.crop_padding if augmented else 0,
-            "flip": d.flip if augmented else False, "amp": exp.runtime.amp,
-            "slots": epochs if augmented else 1, "full_train_size": self.data.train.full_size,
-            "num_classes": self.num_classes, "topk": exp.teacher.cache_topk,
-        }
-        if d.name == "synthetic":
-            meta["synthetic"] = d.synthetic.model_dump()
-        path = exp.teacher.cache_path
-        if path is None:
-            key = f"{self.teacher_info['sha256'][:12]}_{self.data.info.name}_s{exp.seed}" + ("_aug" if augmented else "")
-            path = Path(exp.output_dir) / "teacher_cache" / key
-        return TeacherCache(path, meta)
-
     def _apply_runtime_options(self) -> None:
         """channels_last, SyncBN, torch.compile, autocast/GradScaler and the DDP wrapper."""
         rt, method = self.exp.runtime, self.method
