@@ -273,3 +273,57 @@ def test_folder_with_other_files_is_not_taken_as_a_cache(tmp_path, tiny, tiny_te
     with pytest.raises(CheckpointError, match="holds other files .*notes.txt.*not a teacher cache"):
         Trainer(_kd(tmp_path, tiny, tiny_teacher, "fill", epochs=1))
     assert _snapshot(folder) == {"notes.txt": b"mine"}
+
+
+# ---------------------------------------------------------------------- data.aug_seed: one cache for a sweep of seeds
+def _per_sample_images(seed, aug_seed, epoch):
+    from conftest import tiny_experiment
+    from softlabels.data import build_data
+
+    cfg = tiny_experiment("/unused")
+    cfg["data"]["aug_seed"] = aug_seed
+    loader = build_data(validate_config(cfg).data, seed=seed).train
+    loader.set_epoch(epoch)
+    images, order = {}, []
+    for x, _, idx in loader:
+        order += idx.tolist()
+        images.update({int(i): x[k] for k, i in enumerate(idx)})
+    return images, order
+
+
+def test_aug_seed_fixes_each_samples_augmentation_independently_of_the_seed():
+    for epoch in (0, 1):
+        a, order_a = _per_sample_images(0, 5, epoch)
+        b, order_b = _per_sample_images(1, 5, epoch)
+        assert order_a != order_b  # the order stays tied to the run's seed
+        assert a.keys() == b.keys() and all(torch.equal(a[i], b[i]) for i in a)  # same augmented image per sample
+    other, _ = _per_sample_images(0, 6, 0)
+    plain0, _ = _per_sample_images(0, None, 0)
+    plain1, _ = _per_sample_images(1, None, 0)
+    assert any(not torch.equal(a[i], other[i]) for i in a)  # another aug_seed: other crops/flips
+    assert any(not torch.equal(plain0[i], plain1[i]) for i in plain0)  # without aug_seed: tied to the seed
+    e0, _ = _per_sample_images(0, 5, 0)
+    assert any(not torch.equal(e0[i], a[i]) for i in a)  # and still new crops every epoch
+
+
+def test_seeds_with_one_aug_seed_share_one_cache_and_differ_only_by_init_and_order(tmp_path, tiny, tiny_teacher):
+    def run(name, seed, cache):
+        cfg = tiny(tmp_path, name=name, method={"name": "kd"}, epochs=2, seed=seed,
+                   teacher={"name": "resnet8", "checkpoint": str(tiny_teacher), "cache": cache})
+        cfg["data"]["aug_seed"] = 3
+        train(validate_config(cfg))
+        return _rows(tmp_path / name)
+
+    run("seed0", 0, True)
+    cached = run("seed1", 1, True)
+    folders = list((tmp_path / "teacher_cache").iterdir())
+    assert len(folders) == 1 and folders[0].name.endswith("_a3_aug")  # one cache (default path) for both seeds
+    assert all(r["teacher_cache_misses"] == 0 and r["teacher_cache_hits"] > 0 for r in cached)
+    live = run("seed1_live", 1, False)
+    # seed 1 reading seed 0's teacher outputs trains exactly as seed 1 with a live teacher here: a
+    # sample's teacher logits do not depend on the other samples of its batch (CPU, equal batch sizes;
+    # in general they agree up to the float rounding of the teacher's forward)
+    for a, b in zip(live, cached):
+        for key in LOSS_KEYS:
+            assert b[key] == a[key], key
+    assert not _same_weights(tmp_path / "seed0", tmp_path / "seed1")  # seeds still differ (init, order)
