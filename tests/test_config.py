@@ -3,7 +3,7 @@ import pytest
 import yaml
 
 from softlabels.config import apply_overrides, load_config, parse_override, validate_config
-from softlabels.errors import ConfigError
+from softlabels.errors import ConfigError, UserError
 
 
 def write(tmp_path, cfg, name="exp.yaml"):
@@ -157,7 +157,7 @@ def test_callbacks_loggers_imports_and_aug_seed(tmp_path, tiny):
     assert exp.callbacks[1] == {"name": "other", "every": 2} and exp.imports == ["my_pkg.models"]
     assert exp.data.aug_seed == 7 and exp.model_dump()["data"]["aug_seed"] == 7
     for key, value in (("callbacks", [{"every": 2}]), ("loggers", [""]), ("imports", ["not a module"])):
-        with pytest.raises(ConfigError, match=key):
+        with pytest.raises(UserError, match=key):
             validate_config(tiny(tmp_path, **{key: value}), check_files=False)
 
 
@@ -174,3 +174,48 @@ def test_unknown_callback_or_logger_named(tmp_path, tiny):
         validate_config(tiny(tmp_path, callbacks=["no_such_callback"]), "exp.yaml", check_files=False)
     with pytest.raises(ConfigError, match=r"loggers\[0\]"):
         validate_config(tiny(tmp_path, loggers=[{"name": "no_such_logger"}]), "exp.yaml", check_files=False)
+
+
+def test_sections_are_typed_once(tmp_path, tiny):
+    from softlabels.data.fashion_mnist import FashionMNISTConfig
+    from softlabels.data.synthetic import SyntheticDataConfig
+    from softlabels.methods.kd import KDParams
+
+    exp = validate_config(tiny(tmp_path, method={"name": "kd", "temperature": 2},
+                               teacher={"name": "resnet8", "checkpoint": "t.pt"}), check_files=False)
+    assert isinstance(exp.data, SyntheticDataConfig) and exp.data.synthetic.num_classes == 4
+    assert isinstance(exp.method.params, KDParams) and exp.method.params.temperature == 2.0
+    from softlabels.config import method_params
+
+    assert method_params(exp) is exp.method.params  # the validated object, not a re-validation
+    assert exp.model_dump()["method"] == {"name": "kd", "temperature": 2}  # what the config wrote
+    default = validate_config({"student": {"name": "resnet8"}}, check_files=False)
+    assert isinstance(default.data, FashionMNISTConfig) and "synthetic" not in default.model_dump()["data"]
+    with pytest.raises(ConfigError, match=r"unknown key 'data\.synthetic\.colour'"):
+        validate_config(tiny(tmp_path, data={"name": "synthetic", "synthetic": {"colour": 1}}), check_files=False)
+    from softlabels.config import MethodConfig
+
+    assert MethodConfig.of("wsl", alpha=1).params.alpha == 1.0
+
+
+def test_committed_run_configs_dump_back_unchanged():
+    """config.yaml of the committed run folders reads back to the same YAML (resume compares the dumps)."""
+    from pathlib import Path
+
+    from softlabels.config import to_yaml
+
+    files = sorted((Path(__file__).resolve().parents[1] / "results").rglob("config.yaml"))
+    assert len(files) >= 10
+    for f in files:
+        text = f.read_text()
+        raw = yaml.safe_load(text)
+        out = to_yaml(validate_config(raw, str(f), check_files=False))
+        assert _contains(yaml.safe_load(out), raw), f  # older files lack keys added since, nothing else
+        if "compile_backend" in text:  # written by the current format (older files lack newer runtime keys)
+            assert out == text, f
+
+
+def _contains(full, part) -> bool:
+    if isinstance(full, dict) and isinstance(part, dict):
+        return all(k in full and _contains(full[k], v) for k, v in part.items())
+    return full == part and type(full) is type(part)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import gzip
 import pickle
 from pathlib import Path
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
 
 from softlabels.data import (
     DataBundle,
+    DataConfig,
     DatasetInfo,
     InMemoryLoader,
     SyntheticSpec,
@@ -21,6 +20,7 @@ from softlabels.data import (
     make_synthetic,
     random_crop_flip,
     read_idx,
+    data_config,
     stratified_split,
 )
 from softlabels.data import cifar as cifar_module
@@ -33,25 +33,13 @@ FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 needs_fmnist = pytest.mark.skipif(not FMNIST_DIR.is_dir(), reason="dataset-fashion-mnist is not installed")
 
 
-def data_cfg(name: str = "synthetic", **overrides) -> SimpleNamespace:
-    cfg = SimpleNamespace(
-        name=name,
-        root=None,
-        download=False,
-        train_subset=None,
-        val_split=0,
-        batch_size=32,
-        eval_batch_size=64,
-        num_workers=0,
-        augment=True,
-        crop_padding=4,
-        flip=True,
-        drop_last=False,
-        synthetic=SimpleNamespace(num_classes=4, image_size=8, channels=3, train_size=200, test_size=40),
-    )
-    for key, value in overrides.items():
-        setattr(cfg, key, value)
-    return cfg
+def data_cfg(name: str = "synthetic", **overrides) -> DataConfig:
+    """The typed ``data`` config of dataset ``name`` (its own config class), as the trainer gets it."""
+    raw = {"name": name, "batch_size": 32, "eval_batch_size": 64, "num_workers": 0, **overrides}
+    if name == "synthetic":
+        raw.setdefault("synthetic", {"num_classes": 4, "image_size": 8, "channels": 3, "train_size": 200,
+                                     "test_size": 40})
+    return data_config(raw)
 
 
 def collect(loader) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -127,12 +115,26 @@ def write_fake_fmnist(folder: Path, n_train: int = 60, n_test: int = 20, compres
 
 def test_fmnist_missing_is_one_line_error(tmp_path, monkeypatch):
     monkeypatch.setattr(fmnist_module, "SYSTEM_DIR", tmp_path / "no-system-copy")
+    monkeypatch.setattr(fmnist_module, "DEFAULT_ROOT", tmp_path / "no-default")
     with pytest.raises(DataError) as err:
-        build_data(data_cfg("fashion_mnist", root=str(tmp_path / "empty")))
+        build_data(data_cfg("fashion_mnist"))
     message = str(err.value)
     assert "\n" not in message
-    assert str(tmp_path / "empty") in message and str(tmp_path / "no-system-copy") in message
+    assert str(tmp_path / "no-default") in message and str(tmp_path / "no-system-copy") in message
     assert "apt-get install dataset-fashion-mnist" in message and "data.download: true" in message
+
+
+def test_fmnist_root_without_data_is_an_error_not_a_fallback(tmp_path, monkeypatch):
+    """data.root that lacks the files names that path, even when the system copy exists."""
+    write_fake_fmnist(tmp_path / "system")
+    monkeypatch.setattr(fmnist_module, "SYSTEM_DIR", tmp_path / "system")
+    assert build_data(data_cfg("fashion_mnist")).info.train_size == 60  # no root: the system copy
+    cfg = data_cfg("fashion_mnist", root=str(tmp_path / "empty"))
+    for check in (cfg.check_files, lambda: build_data(cfg)):
+        with pytest.raises(DataError) as err:
+            check()
+        message = str(err.value)
+        assert "\n" not in message and f"data.root {tmp_path / 'empty'} does not hold Fashion-MNIST" in message
 
 
 def test_fmnist_torchvision_layout_and_truncated_file(tmp_path, monkeypatch):

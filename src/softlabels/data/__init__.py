@@ -17,20 +17,42 @@ from typing import Any
 
 import torch
 
-from softlabels.data.base import DATASETS, DataBundle, DatasetInfo, Loader, register_dataset
+from softlabels.data.base import (
+    DATASET_CONFIGS,
+    DATASETS,
+    DataBundle,
+    DataConfig,
+    DatasetInfo,
+    DatasetTraits,
+    Loader,
+    data_config,
+    data_config_class,
+    register_dataset,
+    validate_data_config,
+)
 from softlabels.data.idx import read_idx
 from softlabels.data.memory import InMemoryLoader, random_crop_flip
 from softlabels.data.splits import stratified_split, subset_and_split
-from softlabels.data.synthetic import SyntheticSpec, make_synthetic
+from softlabels.data.synthetic import SyntheticConfig, SyntheticDataConfig, SyntheticSpec, make_synthetic
+from softlabels.data.torch_dataset import DatasetLoader, TorchDatasets, torch_dataset_bundle
 
 __all__ = [
     "DATASETS",
+    "DATASET_CONFIGS",
     "DataBundle",
+    "DataConfig",
+    "DatasetLoader",
     "DatasetInfo",
+    "DatasetTraits",
     "InMemoryLoader",
     "Loader",
+    "SyntheticConfig",
+    "SyntheticDataConfig",
     "SyntheticSpec",
+    "TorchDatasets",
     "build_data",
+    "data_config",
+    "data_config_class",
     "list_datasets",
     "make_synthetic",
     "random_crop_flip",
@@ -38,9 +60,11 @@ __all__ = [
     "register_dataset",
     "stratified_split",
     "subset_and_split",
+    "torch_dataset_bundle",
+    "validate_data_config",
 ]
 
-_HELPERS = {"base", "idx", "memory", "splits"}
+_HELPERS = {"base", "idx", "memory", "splits", "torch_dataset"}
 
 
 def _import_all() -> None:
@@ -58,17 +82,20 @@ def list_datasets() -> list[str]:
     return DATASETS.names()
 
 
-def build_data(cfg: Any, device: torch.device | str | None = None, seed: int = 0) -> DataBundle:
+def build_data(cfg: DataConfig | dict[str, Any], device: torch.device | str | None = None, seed: int = 0) -> DataBundle:
     """Build the dataset ``cfg.name`` and its train/val/test loaders.
 
     Args:
-        cfg: the data config (attributes ``name``, ``root``, ``download``, ``train_subset``,
-            ``val_split``, ``batch_size``, ``eval_batch_size``, ``num_workers``, ``augment``,
-            ``crop_padding``, ``flip``, ``drop_last``, ``synthetic``); absent optional ones take defaults.
+        cfg: the ``data`` section: a validated config (``Experiment.data``, already of the dataset's
+            class) or a raw mapping, validated here into the dataset's config class.
         device: where batches are delivered (default CPU).
         seed: seeds the subset, the validation split, the order and the augmentation.
     Raises:
-        UserError / DataError with a one-line message (unknown name, bad sizes, missing files).
+        UserError / DataError with a one-line message (unknown name, bad keys or sizes, missing files).
     """
+    cfg = data_config(cfg)
     device = torch.device(device) if device is not None else torch.device("cpu")
-    return DATASETS.get(str(cfg.name))(cfg, device, int(seed))
+    built = DATASETS.get(cfg.name)(cfg, device, int(seed))
+    if isinstance(built, TorchDatasets):  # a user's map-style datasets: serve them through DataLoaders
+        return torch_dataset_bundle(built, cfg, device, int(seed), cfg.name)
+    return built

@@ -6,12 +6,12 @@ import logging
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from softlabels.data.base import DataBundle, option, register_dataset
+from softlabels.data.base import DataBundle, DataConfig, DatasetTraits, register_dataset
 from softlabels.data.memory import in_memory_bundle
 from softlabels.errors import DataError
 
@@ -159,17 +159,7 @@ def load_cifar(
                 f"'{variant.folder}' folder under data.root instead"
             ) from None
         return _from_torchvision(train_set), _from_torchvision(test_set), tuple(train_set.classes)
-    if not folder.is_dir():
-        raise DataError(
-            f"{variant.title} not found: {folder} does not exist; set data.root to the folder that contains "
-            f"'{variant.folder}', or set data.download: true"
-        )
-    missing = [name for name in variant.train_files + variant.test_files if not (folder / name).is_file()]
-    if missing:
-        raise DataError(
-            f"{variant.title} in {folder} is incomplete (missing {', '.join(missing)}); re-download it "
-            "(data.download: true)"
-        )
+    check_cifar_files(variant, root)
     try:
         train_set = tv_class(str(base), train=True, download=False)
         test_set = tv_class(str(base), train=False, download=False)
@@ -181,8 +171,46 @@ def load_cifar(
     return train, test, read_class_names(folder, variant)
 
 
-def _build(variant: CifarVariant, cfg: Any, device: torch.device, seed: int) -> DataBundle:
-    train, test, names = load_cifar(variant, option(cfg, "root"), bool(option(cfg, "download", False)))
+def check_cifar_files(variant: CifarVariant, root: str | Path | None) -> None:
+    """DataError naming the folder when ``root`` lacks the extracted release (nothing is read)."""
+    base = Path(root) if root is not None else DEFAULT_ROOT
+    folder = base / variant.folder
+    if not folder.is_dir():
+        raise DataError(
+            f"{variant.title} not found: {folder} does not exist; set data.root to the folder that contains "
+            f"'{variant.folder}', or set data.download: true"
+        )
+    missing = [name for name in variant.train_files + variant.test_files if not (folder / name).is_file()]
+    if missing:
+        raise DataError(
+            f"{variant.title} in {folder} is incomplete (missing {', '.join(missing)}); re-download it "
+            "(data.download: true)"
+        )
+
+
+class Cifar10Config(DataConfig):
+    """``data`` of ``name: cifar10``: 10 classes of 3x32x32 images; ``root`` (default ./data) holds
+    torchvision's ``cifar-10-batches-py`` folder."""
+
+    variant: ClassVar[CifarVariant] = CIFAR10
+
+    def traits(self) -> DatasetTraits:
+        return DatasetTraits(num_classes=self.variant.num_classes, in_channels=3)
+
+    def check_files(self) -> None:
+        if not self.download:
+            check_cifar_files(self.variant, self.root)
+
+
+class Cifar100Config(Cifar10Config):
+    """``data`` of ``name: cifar100``: 100 classes of 3x32x32 images; ``root`` (default ./data) holds
+    torchvision's ``cifar-100-python`` folder."""
+
+    variant: ClassVar[CifarVariant] = CIFAR100
+
+
+def _build(variant: CifarVariant, cfg: DataConfig, device: torch.device, seed: int) -> DataBundle:
+    train, test, names = load_cifar(variant, cfg.root, cfg.download)
     if names and len(names) != variant.num_classes:
         names = ()
     return in_memory_bundle(
@@ -199,11 +227,11 @@ def _build(variant: CifarVariant, cfg: Any, device: torch.device, seed: int) -> 
     )
 
 
-@register_dataset("cifar10")
-def build_cifar10(cfg: Any, device: torch.device, seed: int) -> DataBundle:
+@register_dataset("cifar10", config=Cifar10Config)
+def build_cifar10(cfg: Cifar10Config, device: torch.device, seed: int) -> DataBundle:
     return _build(CIFAR10, cfg, device, seed)
 
 
-@register_dataset("cifar100")
-def build_cifar100(cfg: Any, device: torch.device, seed: int) -> DataBundle:
+@register_dataset("cifar100", config=Cifar100Config)
+def build_cifar100(cfg: Cifar100Config, device: torch.device, seed: int) -> DataBundle:
     return _build(CIFAR100, cfg, device, seed)

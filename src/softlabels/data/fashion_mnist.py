@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from softlabels.data.base import DataBundle, option, register_dataset
+from softlabels.data.base import DataBundle, DataConfig, DatasetTraits, register_dataset
 from softlabels.data.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
 from softlabels.data.memory import in_memory_bundle
 from softlabels.errors import DataError
@@ -45,9 +44,12 @@ HOW_TO_GET = (
 
 
 def candidate_dirs(root: str | Path | None) -> list[Path]:
-    """Folders searched, in order: root, root/FashionMNIST/raw (torchvision's layout), SYSTEM_DIR."""
-    base = Path(root) if root is not None else DEFAULT_ROOT
-    return [base, base / "FashionMNIST" / "raw", SYSTEM_DIR]
+    """Folders searched, in order: root and root/FashionMNIST/raw (torchvision's layout); without a
+    root, ./data, ./data/FashionMNIST/raw, then SYSTEM_DIR. A root that lacks the files is an error,
+    never a silent fallback to another copy."""
+    if root is not None:
+        return [Path(root), Path(root) / "FashionMNIST" / "raw"]
+    return [DEFAULT_ROOT, DEFAULT_ROOT / "FashionMNIST" / "raw", SYSTEM_DIR]
 
 
 def find_files(folder: Path) -> tuple[dict[str, Path], list[str]]:
@@ -90,6 +92,31 @@ def _download(root: str | Path | None) -> dict[str, Path]:
     return files
 
 
+def not_found(root: str | Path | None) -> DataError:
+    """The one-line error for a root (or the default folders) without the four IDX files."""
+    looked = ", ".join(str(d) for d in candidate_dirs(root))
+    holds = (f"{FILES['train_images']}[.gz], {FILES['train_labels']}[.gz], {FILES['test_images']}[.gz] and "
+             f"{FILES['test_labels']}[.gz]")
+    if root is not None:
+        return DataError(
+            f"data.root {root} does not hold Fashion-MNIST: neither {looked} has {holds}; fix data.root, "
+            f"set data.download: true, or remove data.root to use {SYSTEM_DIR}"
+        )
+    return DataError(f"Fashion-MNIST not found: no folder among {looked} holds {holds}; {HOW_TO_GET}")
+
+
+class FashionMNISTConfig(DataConfig):
+    """``data`` of ``name: fashion_mnist``: 10 classes of 1x28x28 images. ``root`` null looks in ./data,
+    ./data/FashionMNIST/raw, then /usr/share/datasets/fashion-mnist (Debian ``dataset-fashion-mnist``)."""
+
+    def traits(self) -> DatasetTraits:
+        return DatasetTraits(num_classes=len(CLASS_NAMES), in_channels=1)
+
+    def check_files(self) -> None:
+        if not self.download and locate(self.root) is None:
+            raise not_found(self.root)
+
+
 def load_fashion_mnist(
     root: str | Path | None = None, download: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -100,15 +127,9 @@ def load_fashion_mnist(
     """
     files = locate(root)
     if files is None:
-        if download:
-            files = _download(root)
-        else:
-            looked = ", ".join(str(d) for d in candidate_dirs(root))
-            raise DataError(
-                f"Fashion-MNIST not found: no folder among {looked} holds {FILES['train_images']}[.gz], "
-                f"{FILES['train_labels']}[.gz], {FILES['test_images']}[.gz] and {FILES['test_labels']}[.gz]; "
-                f"{HOW_TO_GET}"
-            )
+        if not download:
+            raise not_found(root)
+        files = _download(root)
     out = []
     for split in ("train", "test"):
         images = read_idx(files[f"{split}_images"], IMAGES_MAGIC)
@@ -124,9 +145,9 @@ def load_fashion_mnist(
     return out[0], out[1], out[2], out[3]
 
 
-@register_dataset("fashion_mnist")
-def build_fashion_mnist(cfg: Any, device: torch.device, seed: int) -> DataBundle:
-    train_x, train_y, test_x, test_y = load_fashion_mnist(option(cfg, "root"), bool(option(cfg, "download", False)))
+@register_dataset("fashion_mnist", config=FashionMNISTConfig)
+def build_fashion_mnist(cfg: FashionMNISTConfig, device: torch.device, seed: int) -> DataBundle:
+    train_x, train_y, test_x, test_y = load_fashion_mnist(cfg.root, cfg.download)
     return in_memory_bundle(
         cfg,
         name="fashion_mnist",

@@ -18,10 +18,10 @@ from softlabels.data.base import (
     STREAM_LOADER,
     STREAM_ORDER,
     DataBundle,
+    DataConfig,
     DatasetInfo,
+    DatasetTraits,
     derive_seed,
-    option,
-    positive_int,
     register_dataset,
 )
 from softlabels.data.base import generator as seeded_generator
@@ -202,20 +202,42 @@ def _image_folder(path: Path) -> Any:
     from torchvision.datasets import ImageFolder
 
     if not path.is_dir():
-        raise DataError(
-            f"ImageNet folder {path} does not exist; set data.root to a folder with train/ and val/ "
-            "(one sub-folder of images per class)"
-        )
+        raise _missing_folder(path)
     try:
         return ImageFolder(str(path))
     except (FileNotFoundError, OSError) as err:
         raise DataError(f"ImageNet folder {path}: {err}") from None
 
 
-@register_dataset("imagenet")
-def build_imagenet(cfg: Any, device: torch.device, seed: int) -> DataBundle:
+def _missing_folder(path: Path) -> DataError:
+    return DataError(
+        f"ImageNet folder {path} does not exist; set data.root to a folder with train/ and val/ "
+        "(one sub-folder of images per class)"
+    )
+
+
+class ImageNetConfig(DataConfig):
+    """``data`` of ``name: imagenet``: an ImageFolder tree ``root/train/<class>/*`` and ``root/val/<class>/*``
+    (default root ./data/imagenet); 3-channel images, one class per sub-folder of ``train``."""
+
+    def folder(self) -> Path:
+        return Path(self.root or DEFAULT_ROOT)
+
+    def traits(self) -> DatasetTraits:
+        train = self.folder() / "train"
+        classes = sum(1 for entry in train.iterdir() if entry.is_dir()) if train.is_dir() else None
+        return DatasetTraits(num_classes=classes, in_channels=3)
+
+    def check_files(self) -> None:
+        for split in ("train", "val"):
+            if not (self.folder() / split).is_dir():
+                raise _missing_folder(self.folder() / split)
+
+
+@register_dataset("imagenet", config=ImageNetConfig)
+def build_imagenet(cfg: ImageNetConfig, device: torch.device, seed: int) -> DataBundle:
     """ImageFolder loaders for ``root/train`` (train, and val when ``val_split``) and ``root/val`` (test)."""
-    root = Path(option(cfg, "root") or DEFAULT_ROOT)
+    root = cfg.folder()
     train_folder = _image_folder(root / "train")
     test_folder = _image_folder(root / "val")
     if test_folder.classes != train_folder.classes:
@@ -223,14 +245,10 @@ def build_imagenet(cfg: Any, device: torch.device, seed: int) -> DataBundle:
             f"{root / 'val'} and {root / 'train'} have different class folders "
             f"({len(test_folder.classes)} vs {len(train_folder.classes)})"
         )
-    batch_size = positive_int(cfg, "batch_size")
-    eval_batch_size = positive_int(cfg, "eval_batch_size", batch_size)
-    num_workers = positive_int(cfg, "num_workers", 0, minimum=0)
-    augment = bool(option(cfg, "augment", True))
-    flip = bool(option(cfg, "flip", True))
-    drop_last = bool(option(cfg, "drop_last", False))
+    batch_size, eval_batch_size, num_workers = cfg.batch_size, cfg.eval_batch_size, cfg.num_workers
+    augment, flip, drop_last = cfg.augment, cfg.flip, cfg.drop_last
     labels = torch.as_tensor(train_folder.targets, dtype=torch.long)
-    train_idx, val_idx = subset_and_split(labels, option(cfg, "train_subset"), option(cfg, "val_split", 0), split_seed(cfg, seed))
+    train_idx, val_idx = subset_and_split(labels, cfg.train_subset, cfg.val_split, split_seed(cfg, seed))
     if drop_last and train_idx.numel() < batch_size:
         raise UserError(
             f"data.drop_last is true but the training set has only {train_idx.numel()} images, "

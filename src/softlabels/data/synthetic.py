@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar
 
 import torch
+from pydantic import Field
 
-from softlabels.data.base import DataBundle, generator, option, register_dataset
+from softlabels.data.base import DataBundle, DataConfig, DatasetTraits, generator, register_dataset
 from softlabels.data.memory import channel_stats, in_memory_bundle
 from softlabels.errors import UserError
+from softlabels.schema import StrictModel
 
 _STREAM_PROTOTYPES = 100
 _STREAM_TRAIN = 101
@@ -39,17 +41,6 @@ class SyntheticSpec:
     noise: float = 0.15
     max_shift: int = 2
 
-    @classmethod
-    def from_config(cls, cfg: Any) -> SyntheticSpec:
-        """Build from any object with (a subset of) the same attributes; absent ones keep defaults."""
-        if cfg is None:
-            return cls()
-        values = {}
-        for key in cls.__dataclass_fields__:
-            if hasattr(cfg, key):
-                values[key] = getattr(cfg, key)
-        return cls(**values)
-
     def validate(self) -> None:
         for key in ("num_classes", "image_size", "channels", "train_size", "test_size"):
             value = getattr(self, key)
@@ -59,6 +50,37 @@ class SyntheticSpec:
             raise UserError(f"data.synthetic.num_classes must be >= 2, got {self.num_classes}")
         if not self.noise >= 0 or self.max_shift < 0:
             raise UserError("data.synthetic.noise and data.synthetic.max_shift must be >= 0")
+
+
+class SyntheticConfig(StrictModel):
+    """``data.synthetic``: shape and seed of the synthetic set (see :class:`SyntheticSpec`)."""
+
+    num_classes: int = Field(10, ge=2, description="classes (balanced)")
+    image_size: int = Field(32, ge=4, description="height = width, in pixels")
+    channels: int = Field(3, ge=1, description="image channels")
+    train_size: int = Field(512, ge=2, description="training images")
+    test_size: int = Field(256, ge=2, description="test images")
+    noise: float = Field(0.15, ge=0, description="std of the Gaussian pixel noise, in [0, 1] pixel units")
+    max_shift: int = Field(2, ge=0, description="largest random translation of a class prototype, in pixels")
+    seed: int = Field(0, description="seed of the images themselves (not the run's seed: every run sees the same set)")
+
+    omit_when_default: ClassVar[frozenset[str]] = frozenset({"noise", "max_shift", "seed"})
+
+    def spec(self) -> SyntheticSpec:
+        return SyntheticSpec(**self.model_dump(exclude={"seed"}))
+
+
+class SyntheticDataConfig(DataConfig):
+    """``data`` of ``name: synthetic``: the shared keys plus ``synthetic``."""
+
+    synthetic: SyntheticConfig = Field(
+        default_factory=SyntheticConfig, description="shape of the seeded synthetic dataset"
+    )
+
+    omit_when_default: ClassVar[frozenset[str]] = frozenset({"aug_seed"})
+
+    def traits(self) -> DatasetTraits:
+        return DatasetTraits(num_classes=self.synthetic.num_classes, in_channels=self.synthetic.channels)
 
 
 def _waves(gen: torch.Generator, count: int, channels: int, size: int) -> torch.Tensor:
@@ -126,14 +148,12 @@ def make_synthetic(
     return train[0], train[1], test[0], test[1]
 
 
-@register_dataset("synthetic")
-def build_synthetic(cfg: Any, device: torch.device, seed: int) -> DataBundle:
+@register_dataset("synthetic", config=SyntheticDataConfig)
+def build_synthetic(cfg: SyntheticDataConfig, device: torch.device, seed: int) -> DataBundle:
     """The synthetic set of ``cfg.synthetic``; its content uses ``cfg.synthetic.seed`` (default 0),
     not the run seed, so runs with different seeds see the same data (like a real dataset)."""
-    spec_cfg = option(cfg, "synthetic")
-    spec = SyntheticSpec.from_config(spec_cfg)
-    data_seed = int(getattr(spec_cfg, "seed", 0) or 0)
-    train_x, train_y, test_x, test_y = make_synthetic(spec, data_seed)
+    spec = cfg.synthetic.spec()
+    train_x, train_y, test_x, test_y = make_synthetic(spec, cfg.synthetic.seed)
     mean, std = channel_stats(train_x)
     return in_memory_bundle(
         cfg,
