@@ -15,6 +15,7 @@ are skipped and unfinished ones resumed, so the same command continues an interr
 def _cmd_reproduce(args) -> int:
     from softlabels.reproduce import load_plan
     from softlabels.reproduce.collect import write_results
+    from softlabels.reproduce.executors import make_executor
     from softlabels.reproduce.runner import check_plan, reproduce, status
 
     plan = load_plan(args.plan)
@@ -30,12 +31,29 @@ def _cmd_reproduce(args) -> int:
         print(f"{done}/{len(rows)} runs done ({count} possible configs checked)", file=sys.stderr)
         return 0
     _log(f"{args.plan}: {count} run configs checked")
-    outcome = reproduce(plan, jobs=args.jobs, until=args.until, log=_log, methods=args.methods)
+    executor = make_executor(args.executor, output_dir=plan.output_dir, address=args.address,
+                             cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
+                             timeout_min=args.timeout_min, slurm=_slurm_options(args.slurm),
+                             submitit_cluster=args.submitit_cluster)
+    outcome = reproduce(plan, jobs=args.jobs, until=args.until, log=_log, methods=args.methods, executor=executor)
     write_results(plan, log=_log)
     if outcome["failures"]:
         _log(f"{len(outcome['failures'])} runs failed (see {plan.output_dir}/failures.json)")
         return 1
     return 0
+
+
+def _slurm_options(items: list[str] | None) -> dict:
+    """``--slurm partition=gpu account=abc`` -> {"partition": "gpu", "account": "abc"}."""
+    from softlabels.errors import ConfigError
+
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--slurm {item}: expected KEY=VALUE (e.g. partition=gpu)")
+        out[key] = value
+    return out
 
 
 def _log(msg: str) -> None:
@@ -52,6 +70,16 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="stop after this stage")
     p.add_argument("--methods", nargs="+", metavar="NAME",
                    help="only these rows (their selection and final runs); for a second process beside a running one")
+    p.add_argument("--executor", choices=["local", "ray", "submitit"], default="local",
+                   help="local: --jobs processes here; ray: one Ray task per run; submitit: SLURM job array per stage")
+    p.add_argument("--address", default=None,
+                   help="ray: address of a running cluster ('auto', 'ray://host:10001'); none starts a local one")
+    p.add_argument("--cpus-per-run", type=float, default=1, help="ray/submitit: CPUs requested by each run")
+    p.add_argument("--gpus-per-run", type=float, default=0, help="ray/submitit: GPUs requested by each run")
+    p.add_argument("--timeout-min", type=int, default=240, help="submitit: time limit of each job (minutes)")
+    p.add_argument("--slurm", nargs="+", metavar="KEY=VALUE", help="submitit: SLURM parameters, e.g. partition=gpu")
+    p.add_argument("--submitit-cluster", choices=["slurm", "local", "debug"], default=None,
+                   help="submitit: force a backend (default: SLURM when sbatch is found, else local processes)")
     p.add_argument("--status", action="store_true", help="list the runs and whether each is done; train nothing")
     p.add_argument("--collect", action="store_true",
                    help="only regenerate the results JSON, report and plot from the run folders")

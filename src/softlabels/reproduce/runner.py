@@ -2,7 +2,7 @@
 
 ``reproduce(plan)`` is idempotent: run it again (after an interruption, on another day) and it
 continues where it stopped. Runs of one stage may go to several worker processes (``jobs``);
-each worker uses ``cpu_count // jobs`` threads. A run that fails (diverges, or a method that does
+each worker uses ``cpu_count // jobs`` threads; or to Ray tasks / SLURM jobs (``executors.py``). A run that fails (diverges, or a method that does
 not fit a pair) is recorded in ``failures.json`` and reported; the other runs go on.
 """
 from __future__ import annotations
@@ -180,8 +180,13 @@ def _train_one(config: dict, label: str) -> dict:
                 "seconds": time.perf_counter() - t0}
 
 
-def run_all(specs: list[RunSpec], jobs: int = 1, log: Log = _stderr, failures: dict | None = None) -> dict:
-    """Run ``specs`` (finished ones are skipped); returns {label: result}."""
+def run_all(specs: list[RunSpec], jobs: int = 1, log: Log = _stderr, failures: dict | None = None,
+            executor=None) -> dict:
+    """Run ``specs`` (finished ones are skipped); returns {label: result}.
+
+    ``executor`` (``softlabels.reproduce.executors``: Ray, submitit) runs them elsewhere instead of ``jobs``
+    local processes; results are reported here as they come back.
+    """
     todo = [s for s in specs if not s.finished()]
     results: dict[str, dict] = {}
     if not todo:
@@ -200,6 +205,10 @@ def run_all(specs: list[RunSpec], jobs: int = 1, log: Log = _stderr, failures: d
             if failures is not None:
                 failures[spec.label] = {"error": res["error"], "run_dir": str(spec.run_dir)}
 
+    if executor is not None:
+        for i, (spec, res) in enumerate(executor.run(todo, log), 1):
+            report(i, spec, res)
+        return results
     jobs = min(jobs, total)
     if jobs <= 1:  # in this process, with all its threads
         for i, spec in enumerate(todo, 1):
@@ -239,7 +248,7 @@ def _check_only(plan: Plan, only: set[str]) -> None:
 
 
 def reproduce(plan: Plan, jobs: int = 1, until: str = "final", log: Log = _stderr,
-              methods: list[str] | None = None) -> dict:
+              methods: list[str] | None = None, executor=None) -> dict:
     """Teachers, then each selection step, then the final runs (stopping after ``until``).
 
     ``methods`` restricts the selection and final runs to those rows (e.g. to run some rows in a
@@ -262,7 +271,7 @@ def reproduce(plan: Plan, jobs: int = 1, until: str = "final", log: Log = _stder
         failures_path.write_text(json.dumps(failures, indent=2, sort_keys=True))
 
     log(f"== teachers ({len(plan.teachers)})")
-    run_all([teacher_run(plan, t) for t in plan.teachers], jobs, log, failures)
+    run_all([teacher_run(plan, t) for t in plan.teachers], jobs, log, failures, executor)
     save_failures()
     missing = [t for t in plan.teachers if not teacher_checkpoint(plan, t).is_file()]
     if missing:
@@ -273,7 +282,7 @@ def reproduce(plan: Plan, jobs: int = 1, until: str = "final", log: Log = _stder
         for step in range(1, plan.select_steps() + 1):
             specs = keep(selection_runs(plan, step, chosen))
             log(f"== selection step {step} ({len(specs)} runs, seed {plan.selection.seed}, {plan.selection.metric})")
-            run_all(specs, jobs, log, failures)
+            run_all(specs, jobs, log, failures, executor)
             save_failures()
             choose(plan, step, chosen)
         for (pair, method), values in chosen.items():
@@ -281,7 +290,7 @@ def reproduce(plan: Plan, jobs: int = 1, until: str = "final", log: Log = _stder
     if until == "final":
         specs = keep(final_runs(plan, chosen))
         log(f"== final runs ({len(specs)}: {len(plan.seeds)} seeds)")
-        run_all(specs, jobs, log, failures)
+        run_all(specs, jobs, log, failures, executor)
         save_failures()
     return {"chosen": chosen, "failures": failures}
 
