@@ -150,6 +150,60 @@ def test_cc_forms_by_hand():
     assert cc_gaussian_loss(u, u).item() == 0.0
 
 
+def test_cc_embeddings_are_not_normalised_by_default_like_the_reference():
+    """RepDistiller's LinearEmbed and torchdistill's Linear4CCKD: a plain linear layer; normalisation is opt-in."""
+    from softlabels.methods.cc import CC, LinearEmbed
+
+    assert CC.Params().normalize is False
+    embed = LinearEmbed(2, 2)
+    with torch.no_grad():
+        embed.linear.weight.copy_(torch.eye(2))
+        embed.linear.bias.zero_()
+    x = torch.tensor([[3.0, 4.0], [0.0, 2.0], [1.0, 1.0]])
+    assert torch.equal(embed(x), x)
+    embed.normalize = True
+    assert embed(x).flatten().tolist() == pytest.approx([0.6, 0.8, 0.0, 1.0, 2**-0.5, 2**-0.5])
+    # the reference loss on these embeddings against a zero teacher embedding, by hand:
+    # delta = x; consecutive products (3*0 + 4*2) = 8 and (0*1 + 2*1) = 2 -> mean 5
+    assert cc_loss(x, torch.zeros(3, 2)).item() == pytest.approx(5.0)
+    # ... and normalised: (0.6*0 + 0.8*1) = 0.8 and (0 + 1 * 2**-0.5) -> mean (0.8 + 0.7071) / 2
+    assert cc_loss(F.normalize(x, dim=1), torch.zeros(3, 2)).item() == pytest.approx((0.8 + 2**-0.5) / 2)
+
+
+def test_cc_method_term_uses_unnormalised_embeddings(cifar):
+    for normalize in (False, True):
+        m = build("cc", cifar.student, cifar.teacher, cifar.images[:4], params={"normalize": normalize})
+        m.eval()
+        with torch.no_grad():
+            _, terms = m(cifar.images[:4], cifar.targets[:4])
+        embed_s, embed_t = m.auxiliary["embed_s"], m.auxiliary["embed_t"]
+        assert embed_s.normalize is normalize and embed_t.normalize is normalize
+        # the term is beta * the independent formula on the (un)normalised embeddings of the same features
+        feats_s, feats_t = m.sample_features(cifar.images[:4])
+        e_s = embed_s.linear(feats_s["pooled"].flatten(1))
+        e_t = embed_t.linear(feats_t["pooled"].flatten(1))
+        if normalize:
+            e_s, e_t = F.normalize(e_s, dim=1), F.normalize(e_t, dim=1)
+        d = (e_s - e_t).abs()
+        expected = 0.02 * sum((d[i] * d[i + 1]).sum() for i in range(3)) / 3
+        assert terms["cc"].item() == pytest.approx(expected.item(), rel=1e-4)
+
+
+def test_cc_gaussian_distance_squared_is_the_paper_and_norm_is_torchdistill():
+    """Two samples, orthogonal unit teacher embeddings, identical student ones, gamma 0.4, P 2, by hand."""
+    e_t = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    e_s = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    c = math.exp(-0.8)  # exp(-2 gamma)
+    k1 = c * (1 + 0.8 + 0.8**2 / 2)  # x.y = 1: the Taylor sum at P = 2
+    # C_t = [[k1, c], [c, k1]], C_s = all k1: two off-diagonal differences of (k1 - c)
+    sq = 2 * (k1 - c) ** 2
+    assert cc_gaussian_loss(e_s, e_t).item() == pytest.approx(sq / 4, rel=1e-6)
+    assert cc_gaussian_loss(e_s, e_t, distance="norm").item() == pytest.approx(math.sqrt(sq) / 4, rel=1e-6)
+    # torchdistill's row-by-row construction: row_i = exp(-2g) (1 + sum_p (2g)^p / p! (x_i . X^T)^p)
+    rows = [c * (1 + sum((0.8**p / math.factorial(p)) * (e_s[i] @ e_s.t()) ** p for p in (1, 2))) for i in range(2)]
+    assert torch.allclose(gaussian_correlation(e_s), torch.stack(rows))
+
+
 def test_vid_nll_and_initial_variance_by_hand():
     mean, target = torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1, 1)
     assert vid_nll(mean, target, torch.tensor([1.0])).item() == pytest.approx(0.5)

@@ -168,7 +168,7 @@ def test_crd_negatives_come_from_other_classes_and_relax_positives_from_the_same
     targets = torch.tensor([0, 1, 2, 3, 3])
     indices = torch.tensor([0, 1, 2, 3, 7])
     g = torch.Generator().manual_seed(0)
-    rows = bank.sample(targets, indices, 500, relax=False, gen=g)
+    rows = bank.sample(targets, indices, 500, relax=False, gen=g, replacement=True)
     assert torch.equal(rows[:, 0], indices)
     assert (labels[rows[:, 1:]] != targets[:, None]).all()
     assert set(labels[rows[0, 1:]].tolist()) == {1, 2, 3}  # every other class is reachable
@@ -179,6 +179,51 @@ def test_crd_negatives_come_from_other_classes_and_relax_positives_from_the_same
     queue.enqueue(torch.randn(12, 8), torch.randn(12, 8), torch.arange(12) % 3)
     slots = queue.sample(torch.tensor([0, 1]), 200, torch.Generator().manual_seed(1))
     assert (queue.labels[slots] != torch.tensor([0, 1])[:, None]).all()
+
+
+def test_crd_negatives_are_distinct_by_default_like_repdistillers_cifar_dataset():
+    labels = torch.arange(40) % 4  # 10 a class: 30 other-class candidates per anchor
+    bank = MemoryBank(40, 8, torch.arange(40), labels, 4)
+    targets, indices = torch.tensor([0, 1, 2, 3]), torch.tensor([0, 1, 2, 3])
+    assert get_method("crd").Params().negatives == "without_replacement"
+    rows = bank.sample(targets, indices, 30, relax=False, gen=torch.Generator().manual_seed(0))
+    for r, t in zip(rows, targets):  # all 30 candidates, each once: exactly the other classes' samples
+        assert sorted(r[1:].tolist()) == [i for i in range(40) if labels[i] != t]
+    rows = bank.sample(targets, indices, 12, relax=False, gen=torch.Generator().manual_seed(1))
+    assert all(len(set(r[1:].tolist())) == 12 for r in rows)
+    assert (labels[rows[:, 1:]] != targets[:, None]).all()
+    # uniform over the candidates: 2000 draws of 3 from 30, each candidate expected 200 times
+    counts = torch.zeros(40)
+    g = torch.Generator().manual_seed(2)
+    for _ in range(2000):
+        counts.index_add_(0, bank.sample(targets[:1], indices[:1], 3, relax=False, gen=g)[0, 1:], torch.ones(3))
+    assert counts[labels == 0].sum() == 0 and counts[labels != 0].min() > 140 and counts.max() < 260
+    # with replacement, 30 draws from 30 candidates repeat some (probability of none: 30!/30^30 ~ 1e-12)
+    rows = bank.sample(targets, indices, 30, relax=False, gen=torch.Generator().manual_seed(0), replacement=True)
+    assert any(len(set(r[1:].tolist())) < 30 for r in rows)
+
+
+def test_crd_method_uses_the_configured_draw(cifar):
+    labels = torch.arange(20) % 2
+    for negatives, distinct in (("without_replacement", True), ("with_replacement", False)):
+        m = build("crd", cifar.student, cifar.teacher, cifar.images, fake_data(labels, 2), nce_k=10,
+                  negatives=negatives)
+        memory = m.auxiliary["memory"]
+        seen = []
+        original = memory.sample
+
+        def spy(*args, **kwargs):
+            rows = original(*args, **kwargs)
+            seen.append(rows)
+            return rows
+
+        memory.sample = spy
+        m.train()
+        images, targets = cifar.images[:4], labels[:4]
+        for _ in range(3):
+            m(images, targets, torch.arange(4))
+        uniq = [len(set(r[1:].tolist())) for rows in seen for r in rows]
+        assert all(u == 10 for u in uniq) if distinct else any(u < 10 for u in uniq)
 
 
 def _reference_inputs():
@@ -458,3 +503,51 @@ def test_fashion_mnist_shaped_resnet20_to_resnet8(name):
 if __name__ == "__main__":
     if "--write-reference" in sys.argv:
         write_reference()
+
+
+def test_reviewkd_default_weight_is_the_reference_cifar_value(cifar):
+    """mdistiller's configs/cifar100/reviewkd.yaml and ReviewKD's CIFAR script use 5 (not the cfg fallback 1)."""
+    import yaml
+
+    assert get_method("reviewkd").Params().weight == 5.0
+    m = build("reviewkd", cifar.student, cifar.teacher, cifar.images, cifar.data)
+    m.eval()
+    m.set_epoch(40)  # past the 20-epoch warm-up
+    with torch.no_grad():
+        _, terms = m(cifar.images, cifar.targets, cifar.indices)
+    one = build("reviewkd", cifar.student, cifar.teacher, cifar.images, cifar.data, weight=1.0)
+    one.load_state_dict(m.state_dict())
+    one.eval()
+    one.set_epoch(40)
+    with torch.no_grad():
+        _, ones = one(cifar.images, cifar.targets, cifar.indices)
+    assert terms["reviewkd"].item() == pytest.approx(5.0 * ones["reviewkd"].item(), rel=1e-6)
+    root = Path(__file__).resolve().parent.parent / "configs"
+    for path in (root / "cifar100" / "reviewkd_resnet32x4_resnet8x4.yaml", root / "fashion_mnist" / "reviewkd.yaml"):
+        assert yaml.safe_load(path.read_text())["method"]["weight"] == 5.0, path
+
+
+def test_prokt_default_teacher_pull_is_the_plain_kl_at_every_temperature():
+    """lam defaults to 1/T^2: one teacher step equals torch SGD on CE + KL(p_t^T || p_s^T) (no T^2)."""
+    torch.manual_seed(0)
+    student, teacher = create_model("resnet8", 10), create_model("resnet14", 10)
+    images, targets = torch.randn(4, 3, 32, 32), torch.tensor([1, 2, 3, 4])
+    for temperature in (4.0, 8.0):
+        params = get_method("prokt").Params(temperature=temperature)
+        assert params.lam == pytest.approx(1 / temperature**2)
+        assert get_method("prokt").Params(temperature=temperature, lam=1.0).lam == 1.0  # explicit value kept
+        m = get_method("prokt")(copy.deepcopy(student), copy.deepcopy(teacher), params)
+        m.setup(images, None)
+        ref_student, ref_teacher = copy.deepcopy(student).train(), copy.deepcopy(teacher).train()
+        opt = torch.optim.SGD(ref_teacher.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+        with torch.no_grad():
+            s = ref_student(images)
+        z = ref_teacher(images)
+        log_p_t, log_p_s = F.log_softmax(z / temperature, 1), F.log_softmax(s / temperature, 1)
+        kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(1).mean()
+        (F.cross_entropy(z, targets) + kl).backward()
+        opt.step()
+        m.train()
+        m(images, targets)
+        for a, b in zip(m.moving_teacher.parameters(), ref_teacher.parameters()):
+            assert torch.allclose(a, b, atol=1e-6)

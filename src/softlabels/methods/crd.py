@@ -17,9 +17,12 @@ Two memories (``memory``):
 
 * ``bank`` (the paper): one embedding per training sample for each network, a buffer of
   ``data.info.full_train_size`` rows indexed by ``batch.indices``, updated with momentum
-  ``nce_m`` (0.5) and renormalised after the scores are computed. Negatives are drawn uniformly,
-  with replacement, from training samples of *other* classes; the positive is the sample itself
-  (``mode: exact``) or a random training sample of its class (``relax``). Its size grows with the
+  ``nce_m`` (0.5) and renormalised after the scores are computed. Each anchor's ``nce_k``
+  negatives are distinct training samples of *other* classes, drawn uniformly **without
+  replacement** as RepDistiller's CIFAR dataset does (``np.random.choice(cls_negative[target], k,
+  replace=False)``; its alias sampler is only the fallback when the dataset gives no indices);
+  ``negatives: with_replacement`` draws them independently instead. The positive is the sample
+  itself (``mode: exact``) or a random training sample of its class (``relax``). Its size grows with the
   dataset (RepDistiller issue #40).
 * ``queue`` (MoCo-style): fixed-size FIFO buffers of the last ``queue_size`` detached student and
   teacher embeddings and their labels, so memory does not depend on the dataset size. The
@@ -66,6 +69,8 @@ class CRDParams(MethodParams):
     nce_t: float = Field(0.07, gt=0, description="NCE temperature")
     nce_m: float = Field(0.5, ge=0, lt=1, description="momentum of the memory-bank update")
     mode: Literal["exact", "relax"] = Field("exact", description="positive: the sample itself, or one of its class")
+    negatives: Literal["without_replacement", "with_replacement"] = Field(
+        "without_replacement", description="bank: distinct negatives per anchor (RepDistiller's CIFAR dataset) or not")
     memory: Literal["bank", "queue"] = Field("bank", description="per-sample memory bank (paper) or fixed FIFO queue")
     queue_size: int = Field(16384, ge=1, description="entries of the FIFO queue (memory: queue)")
     student_feature: str = Field("pooled", description="student feature that is embedded")
@@ -134,14 +139,25 @@ class MemoryBank(nn.Module):
     def num_candidates(self) -> int:
         return int(self.order.numel())
 
-    def sample(self, targets: torch.Tensor, indices: torch.Tensor, k: int, relax: bool, gen: torch.Generator):
-        """(B, 1 + k) memory rows: the positive, then k negatives from other classes (with replacement)."""
+    def sample(self, targets: torch.Tensor, indices: torch.Tensor, k: int, relax: bool, gen: torch.Generator,
+               replacement: bool = False):
+        """(B, 1 + k) memory rows: the positive, then k negatives from other classes.
+
+        Without replacement (default) the k negatives of one anchor are distinct (k must not exceed
+        the smallest number of other-class samples); with replacement each is drawn independently.
+        """
         n = self.order.numel()
         count = self.class_count[targets].unsqueeze(1)
         start = self.class_start[targets].unsqueeze(1)
         others = n - count
-        u = (torch.rand(targets.shape[0], k, generator=gen, device=targets.device) * others).long()
-        u = torch.minimum(u, others - 1)
+        if replacement:
+            u = (torch.rand(targets.shape[0], k, generator=gen, device=targets.device) * others).long()
+            u = torch.minimum(u, others - 1)
+        else:  # the k largest of uniform keys over each anchor's candidates: a uniform k-subset
+            width = int(others.max())
+            keys = torch.rand(targets.shape[0], width, generator=gen, device=targets.device)
+            keys = keys.masked_fill(torch.arange(width, device=targets.device).unsqueeze(0) >= others, -1.0)
+            u = torch.topk(keys, k, dim=1, sorted=False).indices
         u = u + (u >= start).long() * count  # skip the anchor's own class block
         negatives = self.order[u]
         if relax:
@@ -274,7 +290,8 @@ class CRD(Distiller):
         if isinstance(memory, MemoryBank):
             if indices is None:
                 raise RuntimeError("CRD's memory bank needs the sample indices of each batch")
-            rows = memory.sample(targets, indices, self.nce_k, p.mode == "relax", gen)
+            rows = memory.sample(targets, indices, self.nce_k, p.mode == "relax", gen,
+                                 replacement=p.negatives == "with_replacement")
             out_s = torch.exp(self._scores(v_s, memory.memory_t, rows) / t)  # student anchors, teacher memory
             out_t = torch.exp(self._scores(v_t, memory.memory_s, rows) / t)  # teacher anchors, student memory
         else:

@@ -10,8 +10,9 @@ the same level (``stageK_pre_relu`` when the teacher declares it, as in the offi
 
     hcl(f_s, f_t) = [ mse(f_s, f_t) + sum_{l in 4,2,1; l < H} 2^-j mse(pool_l f_s, pool_l f_t) ] / (1 + sum 2^-j)
 
-(j = 1, 2, 3 over the levels that are used). Term ``reviewkd`` = ``weight`` * warm-up * sum of HCL
-over levels, with warm-up ``min((epoch + 1) / warmup_epochs, 1)`` (20 epochs; mdistiller's
+(j = 1, 2, 3 over the levels that are used). Term ``reviewkd`` = ``weight`` (5.0: the CIFAR-100
+value of mdistiller's ``configs/cifar100/reviewkd.yaml`` and of ReviewKD's own CIFAR script; only
+mdistiller's config fallback is 1) * warm-up * sum of HCL over levels, with warm-up ``min((epoch + 1) / warmup_epochs, 1)`` (20 epochs; mdistiller's
 1-based count, the official CIFAR script uses ``epoch / 20`` from epoch 0); plus ``ce`` and,
 optionally, ``kd``.
 
@@ -33,9 +34,9 @@ from softlabels.methods.base import Batch, Distiller, MethodParams, register_met
 
 
 class ReviewKDParams(MethodParams):
-    """mdistiller / official CIFAR defaults: CE 1, ReviewKD 1, 20-epoch warm-up, max mid channel 512."""
+    """Reference CIFAR-100 defaults: CE 1, ReviewKD 5, 20-epoch warm-up, max mid channel 512."""
 
-    weight: float = Field(1.0, ge=0, description="multiplies the summed HCL loss")
+    weight: float = Field(5.0, ge=0, description="multiplies the summed HCL loss (5: the reference CIFAR value)")
     ce_weight: float = Field(1.0, ge=0, description="multiplies the hard-label CE")
     warmup_epochs: int = Field(20, ge=0, description="linear warm-up of the ReviewKD weight (0: none)")
     max_mid_channel: int = Field(512, ge=1, description="cap of the ABF fusion width")
