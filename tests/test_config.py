@@ -219,3 +219,27 @@ def _contains(full, part) -> bool:
     if isinstance(full, dict) and isinstance(part, dict):
         return all(k in full and _contains(full[k], v) for k, v in part.items())
     return full == part and type(full) is type(part)
+
+
+def test_docs_configs_md_is_generated_from_the_models():
+    from pathlib import Path
+
+    from softlabels.config.docs import main, render
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "configs.md"
+    assert path.read_text(encoding="utf-8") == render(), (
+        "docs/configs.md is stale: run python -m softlabels.config.docs --write docs/configs.md"
+    )
+    text = render()
+    assert "| `data.aug_seed` | `null` |" in text and "| `data.synthetic.num_classes` | `10` |" in text
+    assert "`alpha` (2.25): multiplies the weighted soft term" in text  # a method's Params description
+    assert main(["--check", str(path)]) == 0
+
+
+def test_docs_check_reports_a_stale_file(tmp_path, capsys):
+    from softlabels.config.docs import main
+
+    stale = tmp_path / "configs.md"
+    stale.write_text("# old\n")
+    assert main(["--check", str(stale)]) == 1
+    assert "stale" in capsys.readouterr().err

@@ -55,7 +55,8 @@ class TeacherConfig(StrictModel):
 
     name: str = Field(description="the teacher's architecture (from the config, never from the file name)")
     checkpoint: str = Field(
-        description="softlabels checkpoint or bare state dict; softlabels:REL names a file shipped in the package"
+        description="a softlabels checkpoint or a bare state dict (e.g. `torch.save(model.state_dict(), path)`); "
+        "`softlabels:REL` names a file shipped in the package (`softlabels:teachers/fashion_mnist_resnet20.pt`)"
     )
     num_classes: int | None = Field(None, ge=1, description="default: the dataset's class count")
     train_mode: bool = Field(
@@ -68,9 +69,12 @@ class TeacherConfig(StrictModel):
         description="store teacher logits per (epoch, sample) in a memory-mapped file and reuse them "
         "in later runs with the same teacher, data and seed (logit methods only)",
     )
-    cache_path: str | None = Field(None, description="cache folder; default <output_dir>/teacher_cache/<key>")
+    cache_path: str | None = Field(None, description="cache folder; default `<output_dir>/teacher_cache/<key>`")
     cache_topk: int | None = Field(
-        None, ge=1, description="keep only the k largest logits per sample (+ one logit for the rest); null: all"
+        None,
+        ge=1,
+        description="keep only the k largest logits per sample plus one logit for the other classes (their mean "
+        "probability at T = 1): about 4k + 2 bytes instead of 2C per sample and epoch; null: all",
     )
 
     @model_validator(mode="after")
@@ -201,11 +205,14 @@ class RuntimeConfig(StrictModel):
     checkpoint_every: int = Field(1, ge=1, description="write last.pt every N epochs (and always at the end)")
     per_sample_dump: bool = Field(
         False,
-        description="distillation runs: write per_sample/epoch_NNNN.pt (index, p_s(y), p_t(y), w, regularization flag)",
+        description="distillation runs: write `per_sample/epoch_NNNN.pt` with each training sample's index, p_s(y) "
+        "and p_t(y) at the run's T, WSL weight and regularization flag (float16; `torch.load(..., weights_only=True)`)",
     )
-    amp: Literal["off", "bf16", "fp16"] = Field("off", description="autocast precision; losses stay float32")
+    amp: Literal["off", "bf16", "fp16"] = Field(
+        "off", description="bf16 or fp16 autocast (GradScaler for fp16); every loss runs its softmax in float32"
+    )
     channels_last: bool = Field(False, description="NHWC memory format for models and images")
-    compile: bool = Field(False, description="torch.compile student and teacher (slow start; off on CPU)")
+    compile: bool = Field(False, description="torch.compile student and teacher in place (checkpoints keep plain weight names; slow start)")
     compile_backend: str = Field(
         "inductor", description="torch.compile backend: inductor (fast kernels), aot_eager or eager (debugging)"
     )
@@ -233,7 +240,8 @@ def _run_name_problem(name: str) -> str | None:
 class Experiment(StrictModel):
     """One experiment: what to train, on what data, how, and where to write the run folder."""
 
-    name: str = Field("run", description="run folder name, a relative path: the run is written to <output_dir>/<name>")
+    name: str = Field("run", description="run folder name, a relative path inside output_dir (no `..`, not absolute): the run is written to "
+        "`<output_dir>/<name>`")
     seed: int = Field(0, description="seeds model init, subset/validation split, data order and augmentation")
     output_dir: str = Field("runs", description="parent folder of run folders")
     data: SerializeAsAny[DataConfig] = Field(
