@@ -1,4 +1,7 @@
 """Config loading, validation messages and dotted overrides."""
+import os
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -243,3 +246,174 @@ def test_docs_check_reports_a_stale_file(tmp_path, capsys):
     stale.write_text("# old\n")
     assert main(["--check", str(stale)]) == 1
     assert "stale" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- hostile inputs, through the CLI
+def cli(args, capsys) -> tuple[int, str]:
+    """Run ``softlabels ARGS``; (exit status, stderr). A one-line message is asserted by the callers."""
+    from softlabels.cli import main
+
+    rc = main([str(a) for a in args])
+    return rc, capsys.readouterr().err.strip()
+
+
+def assert_one_line_error(rc: int, err: str, *needles: str) -> None:
+    assert rc == 2, err
+    assert err.startswith("softlabels: error: ") and "\n" not in err, err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in err, (needle, err)
+
+
+@pytest.mark.parametrize("name", ["../../escape", "/some/absolute/path", "a/../../b", ""])
+def test_run_name_must_stay_inside_output_dir(tmp_path, tiny, capsys, name):
+    path = write(tmp_path, tiny(tmp_path))
+    rc, err = cli(["validate", path, f"name={name}"], capsys)
+    assert_one_line_error(rc, err, "key 'name'")
+    assert validate_config(tiny(tmp_path, name="sub/dir/run"), check_files=False).run_dir == tmp_path / "sub/dir/run"
+
+
+def test_binary_and_non_utf8_config(tmp_path, capsys):
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(bytes(range(256)) * 4)
+    rc, err = cli(["validate", path], capsys)
+    assert_one_line_error(rc, err, str(path), "not UTF-8")
+    path.write_bytes(b"name: a\x00b\n")  # valid UTF-8, but a control character YAML refuses
+    rc, err = cli(["validate", path], capsys)
+    assert_one_line_error(rc, err, str(path), "#x0000")
+
+
+def test_integers_beyond_int64(tmp_path, tiny, capsys):
+    path = write(tmp_path, tiny(tmp_path))
+    rc, err = cli(["validate", path, "seed=12345678901234567890123456789"], capsys)
+    assert_one_line_error(rc, err, "key 'seed'", "64-bit")
+    rc, err = cli(["validate", path, "data.batch_size=99999999999999999999"], capsys)
+    assert_one_line_error(rc, err, "key 'data.batch_size'")
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("optim.lr=.inf", "optim.lr"),
+        ("optim.lr=1e400", "optim.lr"),  # YAML reads 1e400 as a string; pydantic makes it inf
+        ("schedule.min_lr=.nan", "schedule.min_lr"),
+        ("method.temperature=-.inf", "method.temperature"),
+        ("method.temperature=1e400", "method.temperature"),  # a method's own Params
+        ("student.infodrop.temperature=.inf", "student.infodrop.temperature"),
+        ("callbacks=[{name: x, every: .inf}]", "callbacks[0].every"),
+    ],
+)
+def test_non_finite_numbers_refused_everywhere(tmp_path, tiny, capsys, override, key):
+    cfg = tiny(tmp_path, method={"name": "kd"}, teacher={"name": "resnet8", "checkpoint": "t.pt"})
+    rc, err = cli(["validate", write(tmp_path, cfg), override, "--no-files"], capsys)
+    assert_one_line_error(rc, err, f"key '{key}'")
+
+
+def test_override_with_control_characters(tmp_path, tiny, capsys):
+    path = write(tmp_path, tiny(tmp_path))
+    for override in ("name=ab\x01c", "optim.lr=0.1\x07", "optim\x01.lr=0.1"):
+        rc, err = cli(["validate", path, override], capsys)
+        assert_one_line_error(rc, err, "override")
+
+
+def test_validate_refuses_an_unknown_dataset_and_wrong_class_counts(tmp_path, tiny, capsys):
+    path = write(tmp_path, tiny(tmp_path))
+    rc, err = cli(["validate", path, "data.name=mnist"], capsys)
+    assert_one_line_error(rc, err, "key 'data.name'", "unknown dataset 'mnist'", "synthetic")
+    rc, err = cli(["validate", path, "student.num_classes=10"], capsys)  # the tiny set has 4 classes
+    assert_one_line_error(rc, err, "key 'student.num_classes'", "has 4 classes")
+    cfg = tiny(tmp_path, method={"name": "kd"}, teacher={"name": "resnet8", "checkpoint": "t.pt", "num_classes": 7})
+    rc, err = cli(["validate", write(tmp_path, cfg), "--no-files"], capsys)
+    assert_one_line_error(rc, err, "key 'teacher.num_classes'")
+    fm = {"student": {"name": "resnet8", "num_classes": 100}, "data": {"name": "fashion_mnist"}}
+    with pytest.raises(ConfigError, match="'fashion_mnist' has 10 classes"):
+        validate_config(fm, check_files=False)
+    with pytest.raises(ConfigError, match="'cifar100' has 100 classes"):
+        validate_config({**fm, "student": {"name": "resnet8", "num_classes": 10}, "data": {"name": "cifar100"}},
+                        check_files=False)
+
+
+def _fake_checkpoint(path, num_classes: int, in_channels: int):
+    import torch
+
+    torch.save({"model": {"w": torch.zeros(1)}, "model_name": "resnet8", "num_classes": num_classes,
+                "in_channels": in_channels}, path)
+    return path
+
+
+def test_validate_compares_teacher_and_init_checkpoints_with_the_data(tmp_path, tiny, capsys):
+    one_channel = _fake_checkpoint(tmp_path / "gray.pt", 4, 1)
+    cfg = tiny(tmp_path, method={"name": "kd"}, teacher={"name": "resnet8", "checkpoint": str(one_channel)})
+    rc, err = cli(["validate", write(tmp_path, cfg)], capsys)  # the tiny set is 3-channel
+    assert_one_line_error(rc, err, "key 'teacher.checkpoint'", "1 input channels", "has 3")
+    ten = _fake_checkpoint(tmp_path / "ten.pt", 10, 3)
+    cfg["teacher"]["checkpoint"] = str(ten)
+    rc, err = cli(["validate", write(tmp_path, cfg)], capsys)
+    assert_one_line_error(rc, err, "key 'teacher.checkpoint'", "10 classes", "has 4")
+    good = _fake_checkpoint(tmp_path / "good.pt", 4, 3)
+    cfg["teacher"]["checkpoint"] = str(good)
+    cfg["student"]["init"] = str(ten)
+    rc, err = cli(["validate", write(tmp_path, cfg)], capsys)
+    assert_one_line_error(rc, err, "key 'student.init'", "10 classes")
+    del cfg["student"]["init"]
+    rc, _ = cli(["validate", write(tmp_path, cfg)], capsys)
+    assert rc == 0
+    (tmp_path / "damaged.pt").write_bytes(b"not a checkpoint")
+    cfg["teacher"]["checkpoint"] = str(tmp_path / "damaged.pt")
+    rc, err = cli(["validate", write(tmp_path, cfg)], capsys)
+    assert_one_line_error(rc, err, "key 'teacher.checkpoint'", "damaged.pt")
+
+
+def test_output_dir_that_is_a_file_or_not_writable(tmp_path, tiny, capsys, monkeypatch):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    path = write(tmp_path, tiny(tmp_path))
+    rc, err = cli(["validate", path, f"output_dir={blocker}"], capsys)
+    assert_one_line_error(rc, err, "key 'output_dir'", str(blocker), "is a file")
+    rc, err = cli(["validate", path, f"output_dir={blocker}/below"], capsys)
+    assert_one_line_error(rc, err, "key 'output_dir'", str(blocker))
+    rc, _ = cli(["validate", path, f"output_dir={blocker}", "--no-files"], capsys)
+    assert rc == 0  # a check of the file system: skipped with --no-files
+
+    import os
+
+    import softlabels.config.loading as loading
+
+    real_access = os.access
+    monkeypatch.setattr(loading.os, "access", lambda p, mode: False if Path(p) == tmp_path else real_access(p, mode))
+    rc, err = cli(["validate", path, f"output_dir={tmp_path / 'new'}"], capsys)
+    assert_one_line_error(rc, err, "key 'output_dir'", "not writable", str(tmp_path))
+
+
+@pytest.mark.skipif(os.geteuid() == 0 if hasattr(os, "geteuid") else True, reason="root may write anywhere")
+def test_read_only_output_dir(tmp_path, tiny, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        rc, err = cli(["validate", write(tmp_path, tiny(tmp_path)), f"output_dir={ro}"], capsys)
+        assert_one_line_error(rc, err, "key 'output_dir'", "not writable")
+    finally:
+        ro.chmod(0o755)
+
+
+def test_data_root_without_the_data(tmp_path, capsys):
+    cfg = {"student": {"name": "resnet8"}, "output_dir": str(tmp_path / "runs"),
+           "data": {"name": "fashion_mnist", "root": str(tmp_path / "empty")}}
+    rc, err = cli(["validate", write(tmp_path, cfg)], capsys)
+    assert_one_line_error(rc, err, "key 'data.root'", f"data.root {tmp_path / 'empty'} does not hold Fashion-MNIST")
+    for name in ("cifar10", "imagenet"):
+        cfg["data"]["name"] = name
+        rc, err = cli(["validate", write(tmp_path, cfg)], capsys)
+        assert_one_line_error(rc, err, "key 'data.root'", str(tmp_path / "empty"))
+
+
+def test_damaged_run_config_on_resume(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_bytes(b"name: [unclosed\n\x00\xff")
+    rc, err = cli(["train", "--resume", run], capsys)
+    assert_one_line_error(rc, err, str(run / "config.yaml"))
+    (run / "config.yaml").write_text("name: [unclosed\nseed: 1\n")
+    rc, err = cli(["train", "--resume", run], capsys)
+    assert_one_line_error(rc, err, str(run / "config.yaml"), "not valid YAML")

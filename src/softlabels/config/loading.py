@@ -50,8 +50,8 @@ def _pydantic_message(err: ValidationError, source: str, prefix: str = "") -> st
 def _yaml_problem(exc: yaml.YAMLError) -> str:
     """One line saying what is wrong in a YAML text and where."""
     if isinstance(exc, yaml.reader.ReaderError):
-        char = exc.character
-        code = f"#x{ord(char):04x}" if isinstance(char, str) else f"byte #x{char:02x}"
+        char = ord(exc.character) if isinstance(exc.character, str) else int(exc.character)
+        code = f"#x{char:04x}" if exc.encoding == "unicode" else f"byte #x{char:02x}"
         return f"unacceptable character {code} at position {exc.position} (control characters are not allowed)"
     mark = getattr(exc, "problem_mark", None)
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
