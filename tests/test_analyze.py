@@ -10,13 +10,10 @@ import pytest
 import torch
 import yaml
 
-from softlabels.analysis.experiments import (
-    AnalysisError,
-    disjoint_stratified_splits,
-    pearson,
-    spearman,
-)
+from softlabels.analysis.checks import AnalysisError
+from softlabels.analysis.splits import disjoint_stratified_splits
 from softlabels.cli import main
+from softlabels.stats import describe_correlation, pearson, spearman
 
 TEST_SIZE = 64
 
@@ -74,6 +71,13 @@ def test_rank_correlations():
     assert spearman([1, 2, 3], [1, 1, 2]) == pytest.approx(math.sqrt(3) / 2)  # average ranks for ties
     assert pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
     assert pearson([1, 2, 3], [1, 1, 1]) is None and spearman([1], [2]) is None
+    assert pearson([1, 2, None, 4], [1, 3, 5, 2]) == pytest.approx(pearson([1, 2, 4], [1, 3, 2]))  # pairs kept
+
+
+def test_two_points_make_no_correlation_claim():
+    assert spearman([1, 2], [5, 3]) is None and pearson([1, 2], [5, 3]) is None  # two points always give ±1
+    assert describe_correlation(None, 2).startswith("not enough points (2;")
+    assert describe_correlation(0.8, 4) == "+0.800 (4 points)"
 
 
 # --------------------------------------------------------------------------------------------- bias-variance
@@ -160,7 +164,15 @@ def test_temperature_sweep_end_to_end(tmp_path, base_yaml):
     assert len(_read_csv(out / "temperature_sweep_runs.csv")) == 2
     epochs = _read_csv(out / "temperature_sweep_epochs.csv")
     assert len(epochs) == 4 and all(_in_unit(float(r["reg_fraction"])) for r in epochs)
-    assert "Spearman" in (out / "temperature_sweep.md").read_text()
+    text = (out / "temperature_sweep.md").read_text()
+    assert "Spearman not enough points (2;" in text  # two temperatures: no claim about a trend
+    assert "falls as the count rises" not in text and "rises: yes" not in text
+    assert answers["count_vs_temperature"]["spearman"] is None
+    assert answers["accuracy_vs_count"]["falls_as_count_rises"] is None
+    from softlabels.analysis.results import TemperatureSweepResult, load_result
+
+    typed = load_result(out / "temperature_sweep.json")  # the report's reader: typed, no key guessing
+    assert isinstance(typed, TemperatureSweepResult) and typed.to_json() == result
 
 
 # --------------------------------------------------------------------------------------------- filtering

@@ -54,16 +54,11 @@ def teacher_config(out_dir: Path, quick: bool = False) -> dict:
 
 
 def shipped_teacher() -> Path | None:
-    """The committed teacher checkpoint if present and its sha256 matches the manifest."""
-    manifest = ASSETS / f"{TEACHER_NAME}.json"
-    ckpt = ASSETS / f"{TEACHER_NAME}.pt"
-    if not (manifest.is_file() and ckpt.is_file()):
-        return None
-    expected = json.loads(manifest.read_text())["sha256"]
-    if sha256_of(ckpt) != expected:
-        print(f"warning: {ckpt} does not match its recorded sha256; training a teacher instead", file=sys.stderr)
-        return None
-    return ckpt
+    """The shipped Fashion-MNIST teacher checkpoint if present and its sha256 matches the manifest."""
+    from softlabels.analysis.teachers import shipped_teacher as _shipped
+
+    found = _shipped("fashion_mnist")
+    return found.checkpoint if found is not None else None
 
 
 def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False, retrain_teacher: bool = False) -> dict:

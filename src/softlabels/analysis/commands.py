@@ -1,4 +1,5 @@
-"""``softlabels analyze``: the subcommands' arguments; the work is in ``softlabels.analysis.experiments``.
+"""``softlabels analyze``: the subcommands' arguments; the work is in one module per analysis
+(``softlabels.analysis.width_sweep``, ``temperature_sweep``, ``filtering``, ``soft_label_bv``).
 
 Imports nothing heavy itself (the experiments are imported when a subcommand runs).
 Every subcommand trains into ``--out DIR`` with resume (finished runs are reused, unfinished ones
@@ -69,7 +70,7 @@ def _one(text: str | None, option: str, *, integer: bool = False):
 
 
 def _seeds(args) -> list[int]:
-    from softlabels.analysis.experiments import check_seeds
+    from softlabels.analysis.checks import check_seeds
 
     return check_seeds(_numbers(args.seeds, "--seeds", int))
 
@@ -89,13 +90,13 @@ def _check_splits(opts: dict) -> None:
 
 
 def _values(values, option: str, *, positive: bool = False) -> list:
-    from softlabels.analysis.experiments import check_values
+    from softlabels.analysis.checks import check_values
 
     return check_values(values, option, positive=positive)
 
 
-def _common(args) -> tuple[dict, Path]:
-    from softlabels.analysis.experiments import base_config
+def _common(args):
+    from softlabels.analysis.base import base_config
 
     epochs = _one(args.epochs, "--epochs", integer=True)
     base = base_config(args.config, args.set or [], dataset=args.dataset, model=args.model,
@@ -105,21 +106,21 @@ def _common(args) -> tuple[dict, Path]:
     return base, out
 
 
-def _teacher(args, base: dict, out: Path) -> dict:
-    from softlabels.analysis.experiments import resolve_teacher
+def _teacher(args, base, out: Path):
+    from softlabels.analysis.teachers import resolve_teacher
 
     return resolve_teacher(base, out, checkpoint=args.teacher_checkpoint, name=args.teacher, train=args.train_teacher,
                            epochs=_one(args.teacher_epochs, "--teacher-epochs", integer=True))
 
 
-def _finish(result: dict, out: Path, stem: str) -> int:
-    print(result["table"])
+def _finish(table: str, out: Path, stem: str) -> int:
+    print(table)
     print(f"results: {out}/{stem}.json, {out}/{stem}.csv (runs in {out})", file=sys.stderr)
     return 0
 
 
 def _cmd_bias_variance(args) -> int:
-    from softlabels.analysis.experiments import bias_variance_experiment
+    from softlabels.analysis.width_sweep import bias_variance_experiment, markdown
 
     if args.widths and args.model:
         raise ArgumentValueError("give either --model or --widths, not both")
@@ -132,22 +133,22 @@ def _cmd_bias_variance(args) -> int:
     teacher = _teacher(args, base, out) if args.method != "ce" else None
     result = bias_variance_experiment(base, out, family=args.family, method=args.method, teacher=teacher,
                                       checkpoint=args.checkpoint, **opts)
-    return _finish(result, out, "bias_variance")
+    return _finish(markdown(result), out, "bias_variance")
 
 
 def _cmd_temperature_sweep(args) -> int:
-    from softlabels.analysis.experiments import temperature_sweep
+    from softlabels.analysis.temperature_sweep import markdown, temperature_sweep
 
     temperatures = _numbers(args.temperatures, "--temperatures", float)
     _values(temperatures, "--temperatures", positive=True)
     seeds = _seeds(args)
     base, out = _common(args)
     result = temperature_sweep(base, out, teacher=_teacher(args, base, out), temperatures=temperatures, seeds=seeds)
-    return _finish(result, out, "temperature_sweep")
+    return _finish(markdown(result), out, "temperature_sweep")
 
 
 def _cmd_filtering(args) -> int:
-    from softlabels.analysis.experiments import filtering_experiment
+    from softlabels.analysis.filtering import filtering_experiment, markdown
 
     opts = {"seeds": _seeds(args), "temperature": _positive(args.temperature, "--temperature"),
             "alpha": _one(args.alpha, "--alpha")}
@@ -155,11 +156,11 @@ def _cmd_filtering(args) -> int:
         _values([opts["alpha"]], "--alpha")
     base, out = _common(args)
     result = filtering_experiment(base, out, teacher=_teacher(args, base, out), **opts)
-    return _finish(result, out, "filtering")
+    return _finish(markdown(result), out, "filtering")
 
 
 def _cmd_soft_label_bv(args) -> int:
-    from softlabels.analysis.experiments import soft_label_bias_variance
+    from softlabels.analysis.soft_label_bv import markdown, soft_label_bias_variance
 
     opts = {"splits": _one(args.splits, "--splits", integer=True),
             "partitions": _one(args.partitions, "--partitions", integer=True), "seeds": _seeds(args),
@@ -169,7 +170,7 @@ def _cmd_soft_label_bv(args) -> int:
         _values([opts["alpha"]], "--alpha")
     base, out = _common(args)
     result = soft_label_bias_variance(base, out, teacher=_teacher(args, base, out), checkpoint=args.checkpoint, **opts)
-    return _finish(result, out, "soft_label_bv")
+    return _finish(markdown(result), out, "soft_label_bv")
 
 
 def _add_common(p: argparse.ArgumentParser, name: str, seeds: list[str]) -> None:
