@@ -223,3 +223,139 @@ def test_unknown_names_raise_user_error():
         create_model("torchvision:not_a_model", num_classes=10)
     with pytest.raises(UserError, match="resnet20"):
         create_model("not_a_model", num_classes=10)
+
+
+# ----------------------------------------------------------------------------- timm-like create_model
+def test_list_models_wildcards_and_pretrained():
+    assert list_models("resnet8*") == ["resnet8", "resnet8x4"]
+    assert list_models("nothing*") == []
+    assert list_models(pretrained=True) == ["resnet20"]  # the shipped Fashion-MNIST teacher
+    assert list_models("resnet2?", pretrained=True) == ["resnet20"]
+    tv = list_models("torchvision:resnet1*", pretrained=True)
+    assert "torchvision:resnet18" in tv and all(n.startswith("torchvision:resnet1") for n in tv)
+
+
+def test_pretrained_true_returns_the_shipped_teacher():
+    from softlabels.engine.checkpoint import load_checkpoint
+
+    model = create_model("resnet20", num_classes=10, in_channels=1, pretrained=True)
+    shipped = load_checkpoint("softlabels:teachers/fashion_mnist_resnet20.pt")["model"]
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in shipped.items())
+    assert create_model("resnet20", pretrained=True).conv1.in_channels == 1  # classes/channels from the weights
+    with pytest.raises(UserError, match=r"no shipped weights for 'resnet8'.*resnet20 \(10 classes"):
+        create_model("resnet8", num_classes=10, pretrained=True)
+    with pytest.raises(UserError, match="num_classes=100"):
+        create_model("resnet20", num_classes=100, pretrained=True)
+
+
+def test_model_kwargs_pass_through_and_unknown_ones_are_named():
+    with pytest.raises(UserError, match=r"model 'resnet8' has no option 'depth_multiplier'"):
+        create_model("resnet8", num_classes=10, depth_multiplier=2)
+    torch.manual_seed(0)
+    model = create_model("resnet8", num_classes=10, drop_rate=0.5)
+    x = torch.randn(4, 3, 16, 16)
+    model.eval()
+    with torch.no_grad():
+        a, b = model(x), model(x)
+    assert torch.equal(a, b)  # eval: no dropout
+    model.train()
+    with torch.no_grad():
+        assert not torch.equal(model(x), model(x))  # training: dropout on the classifier input
+    with pytest.raises(UserError, match="drop_rate"):
+        create_model("resnet8", num_classes=10, drop_rate=1.5)
+
+    @functools.partial(register_test_model, "test_kwargs_net")
+    def factory(num_classes, in_channels=3, width=4):
+        net = nn.Sequential(nn.Conv2d(in_channels, width, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(1),
+                            nn.Linear(width, num_classes))
+        return net
+
+    assert create_model("test_kwargs_net", num_classes=3, width=7)[0].out_channels == 7
+
+
+def register_test_model(name, factory):
+    from softlabels.models.base import MODELS
+
+    if name not in MODELS:
+        MODELS.register(name)(factory)
+    return factory
+
+
+def test_pretrained_path_loads_weights_only_files(tmp_path):
+    torch.manual_seed(1)
+    source = create_model("resnet8", num_classes=5)
+    torch.save({"model": source.state_dict(), "num_classes": 5}, tmp_path / "w.pt")
+    model = create_model("resnet8", pretrained=str(tmp_path / "w.pt"))  # class count from the file
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in source.state_dict().items())
+    torch.save(source.state_dict(), tmp_path / "bare.pth")
+    assert torch.equal(create_model("resnet8", 5, pretrained=tmp_path / "bare.pth").fc.weight, source.fc.weight)
+
+    import argparse
+
+    torch.save({"model": argparse.Namespace(code="not weights")}, tmp_path / "evil.pt")  # weights_only refuses it
+    from softlabels.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="evil.pt"):
+        create_model("resnet8", 5, pretrained=str(tmp_path / "evil.pt"))
+    with pytest.raises(CheckpointError, match="does not fit|do not fit"):
+        create_model("resnet20", 5, pretrained=str(tmp_path / "w.pt"))
+
+
+def test_safetensors_file_loads_in_one_call(tmp_path):
+    safetensors = pytest.importorskip("safetensors.torch")
+    torch.manual_seed(2)
+    source = create_model("resnet8", num_classes=4, in_channels=1)
+    safetensors.save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "s.safetensors"))
+    model = create_model("resnet8", num_classes=4, in_channels=1, pretrained=str(tmp_path / "s.safetensors"))
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), source.eval()(x))
+
+
+def test_repdistiller_checkpoint_loads_as_teacher(tmp_path):
+    """Community CIFAR-100 teachers ({"model": state_dict, "epoch", "best_acc", "optimizer"}) load directly."""
+    from softlabels.config import validate_config
+    from softlabels.engine.trainer import load_teacher
+
+    torch.manual_seed(3)
+    net = create_model("resnet8", num_classes=4)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    net(torch.randn(2, 3, 12, 12)).sum().backward()
+    opt.step()
+    path = tmp_path / "ckpt_epoch_240.pth"
+    torch.save({"epoch": 240, "model": net.state_dict(), "best_acc": torch.tensor(72.3),
+                "optimizer": opt.state_dict()}, path)
+    dp = tmp_path / "dataparallel.pth"  # saved from nn.DataParallel: "module." prefixes
+    torch.save({"model": {f"module.{k}": v for k, v in net.state_dict().items()}}, dp)
+    from conftest import tiny_experiment
+
+    for file in (path, dp):
+        exp = validate_config(tiny_experiment(tmp_path, method={"name": "kd"},
+                                              teacher={"name": "resnet8", "checkpoint": str(file)}))
+        teacher, info = load_teacher(exp, 4, 3, torch.device("cpu"))
+        assert all(torch.equal(teacher.state_dict()[k], v) for k, v in net.state_dict().items())
+        assert info["checkpoint"] == str(file) and len(info["sha256"]) == 64
+
+
+def test_torchvision_weight_enum_from_the_torch_home_cache(tmp_path, monkeypatch):
+    """`torchvision:resnet18` + IMAGENET1K_V1 reads $TORCH_HOME/hub/checkpoints/<file>; never downloads here."""
+    def no_download(*args, **kwargs):
+        raise AssertionError("weights must not be downloaded when cached")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    torch.manual_seed(4)
+    import torchvision
+
+    reference = torchvision.models.resnet18(weights=None)
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(reference.state_dict(), cache / "resnet18-f37072fd.pth")
+    model = create_model("torchvision:resnet18", pretrained="IMAGENET1K_V1")
+    assert model.fc.out_features == 1000
+    assert torch.equal(model.conv1.weight, reference.conv1.weight)
+    assert set(model.feature_layers) >= {"stem", "stage4", "pooled", "logits"}
+    with pytest.raises(UserError, match="IMAGENET1K_V7.*IMAGENET1K_V1"):
+        create_model("torchvision:resnet18", pretrained="IMAGENET1K_V7")
+    with pytest.raises(UserError, match="1000 classes, not 10"):
+        create_model("torchvision:resnet18", num_classes=10, pretrained="IMAGENET1K_V1")

@@ -13,11 +13,19 @@ from softlabels.methods import get_method, list_methods  # noqa: E402
 from softlabels.models import create_model, list_models  # noqa: E402
 
 
-def train(*args, **kwargs):
-    """Run one experiment (see :func:`softlabels.engine.train`)."""
+def train(exp, *args, **kwargs):
+    """Run one experiment (see :func:`softlabels.engine.train`).
+
+    A new run records in its ``config.yaml`` (``imports``) the non-softlabels modules that registered its
+    models, dataset, method and callbacks, so ``softlabels eval`` / ``train --resume`` find them again.
+    """
     from softlabels.engine import train as _train
 
-    return _train(*args, **kwargs)
+    if kwargs.get("resume_dir") is None:
+        from softlabels.plugins import with_recorded_imports
+
+        exp = with_recorded_imports(exp)
+    return _train(exp, *args, **kwargs)
 
 
 def __getattr__(name: str):

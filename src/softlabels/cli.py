@@ -23,7 +23,11 @@ def _cmd_train(args) -> int:
     if args.config is not None and Path(args.config).is_dir() and args.resume is None:
         raise UserError(f"{args.config} is a folder; to continue a run use: softlabels train --resume {args.config}")
     if args.config is not None:
+        from softlabels.plugins import with_recorded_imports
+
         exp = load_config(args.config, args.overrides)
+        if args.resume is None:  # record the modules this run needs in its config.yaml (eval/--resume reuse them)
+            exp = with_recorded_imports(exp, getattr(args, "imports", []))
     else:
         exp = experiment_from_run(args.resume)
         if args.overrides:
@@ -77,6 +81,20 @@ def _cmd_list(args) -> int:
     what = {"models": list_models, "methods": list_methods, "datasets": list_datasets, "configs": list_configs}
     for kind in [args.kind] if args.kind else list(what):
         print(f"{kind}: " + ", ".join(what[kind]()))
+        if kind == "models":
+            from softlabels.models.pretrained import model_notes
+
+            print(model_notes())
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from softlabels.export import export_run
+
+    result = export_run(args.run, args.format, checkpoint=args.checkpoint, out=args.out,
+                        input_size=tuple(args.input_size) if args.input_size else None)
+    print(result.line())
+    print(f"manifest: {result.manifest}", file=sys.stderr)
     return 0
 
 
@@ -95,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     from softlabels import __version__
 
     parser.add_argument("--version", action="version", version=f"softlabels {__version__}")
+    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                        help="import a module that registers models/datasets/methods/callbacks (repeatable; "
+                        "accepted after any subcommand too)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a teacher or distil a student from a YAML config")
@@ -142,6 +163,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="registered models, methods and datasets")
     p.add_argument("kind", nargs="?", choices=["models", "methods", "datasets", "configs"])
     p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("export", help="write a run's student as TorchScript, ONNX or safetensors and check it")
+    p.add_argument("run", help="a run folder (or a checkpoint file)")
+    p.add_argument("--format", required=True, choices=["torchscript", "onnx", "safetensors"])
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which checkpoint of the run")
+    p.add_argument("--out", help="output file (default RUN/export/student_<checkpoint>.<ext>)")
+    p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"),
+                   help="check on random inputs of this size instead of the run's test images")
+    p.set_defaults(func=_cmd_export)
     from softlabels.report.commands import add_parser as _add_report
 
     _add_report(sub)
@@ -155,9 +185,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from softlabels.plugins import load_plugins, pop_import_flags
+
+    try:  # `--import MODULE` is accepted anywhere on the line, for every subcommand
+        imports, argv = pop_import_flags(list(sys.argv[1:] if argv is None else argv))
+    except UserError as err:
+        print(f"softlabels: error: {err}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.imports = imports
     try:
+        load_plugins(imports, "--import", export=True)
         return args.func(args)
     except UserError as err:
         print(f"softlabels: error: {err}", file=sys.stderr)

@@ -29,6 +29,9 @@ def evaluate_checkpoint(path: str | Path, *, split: str = "test", data_root: str
             f"checkpoint {ckpt['_path']} carries no config/model name (not written by softlabels); "
             "evaluate it from Python with create_model + load_state_dict"
         )
+    from softlabels.plugins import load_plugins
+
+    load_plugins(config.get("imports") or [], f"checkpoint {ckpt['_path']}: recorded imports")
     data_cfg = DataConfig.model_validate(config["data"])
     if data_root is not None:
         data_cfg.root = data_root

@@ -60,6 +60,9 @@ def load_checkpoint(path: str | Path) -> dict:
             obj = {"model": obj}  # a bare state dict
         else:
             raise CheckpointError(f"checkpoint {path} has no 'model' entry")
+    state = obj["model"]
+    if isinstance(state, dict) and state and all(isinstance(k, str) and k.startswith("module.") for k in state):
+        obj["model"] = {k[len("module."):]: v for k, v in state.items()}  # saved from DataParallel / DDP
     obj["_path"] = str(path)
     return obj
 

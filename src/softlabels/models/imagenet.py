@@ -1,6 +1,7 @@
 """torchvision classifiers behind ``create_model("torchvision:NAME", ...)`` (ImageNet-scale experiments).
 
-Models are built with ``weights=None`` (random initialisation, nothing is ever downloaded). Input
+Models are built with random weights unless a torchvision weight enum is named (``weights``: read from the
+torch hub cache, downloaded only when missing there). Input
 ``(N, in_channels, H, W)`` at the resolution the architecture expects (224x224 for ImageNet), output
 logits ``(N, num_classes)``.
 """
@@ -10,7 +11,7 @@ from torch import nn
 
 from softlabels.errors import UserError
 
-__all__ = ["create_torchvision_model", "torchvision_model_names"]
+__all__ = ["create_torchvision_model", "torchvision_model_names", "torchvision_weight_names"]
 
 # Models whose training-mode forward would return auxiliary outputs: keep ``forward(x) -> logits``.
 _NO_AUX = {
@@ -26,8 +27,25 @@ def torchvision_model_names() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
-def create_torchvision_model(name: str, num_classes: int, in_channels: int = 3) -> nn.Module:
-    """Build torchvision classifier ``name`` with random weights and ``num_classes`` outputs.
+def torchvision_weight_names(name: str) -> list[str]:
+    """Weight enum names of torchvision model ``name`` (e.g. ``["IMAGENET1K_V1", "IMAGENET1K_V2"]``)."""
+    import torchvision
+
+    try:
+        enum = torchvision.models.get_model_weights(name)
+    except (ValueError, KeyError):
+        return []
+    return [w.name for w in enum]
+
+
+def create_torchvision_model(
+    name: str, num_classes: int | None, in_channels: int = 3, weights: str | None = None, **kwargs
+) -> nn.Module:
+    """Build torchvision classifier ``name`` with ``num_classes`` outputs, random or pretrained weights.
+
+    ``weights``: None (random initialisation) or a weight enum name (``"IMAGENET1K_V1"``, ``"DEFAULT"``):
+    the file is read from the torch hub cache (``$TORCH_HOME/hub/checkpoints``) with ``weights_only=True``
+    and downloaded there first when missing (needs network). ``kwargs`` go to the torchvision builder.
 
     When ``in_channels != 3`` the first convolution is replaced by a freshly initialised one with
     ``in_channels`` inputs (same kernel, stride, padding). ``model.feature_layers`` is filled where the
@@ -37,18 +55,74 @@ def create_torchvision_model(name: str, num_classes: int, in_channels: int = 3) 
 
     Raises:
         UserError: ``name`` is not a torchvision classification model (the message lists the known ones),
-            or its first convolution cannot be adapted to ``in_channels``.
+            an unknown weight name or builder option, a class count or channel count the weights do not
+            have, or a first convolution that cannot be adapted to ``in_channels``.
     """
     import torchvision
 
     names = torchvision_model_names()
     if name not in names:
         raise UserError(f"unknown torchvision model {name!r}; available: {', '.join(names)}")
-    model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **_NO_AUX.get(name, {}))
+    options = {**_NO_AUX.get(name, {}), **kwargs}
+    state = None
+    if weights is not None:
+        enum = _weights_enum(name, weights)
+        classes = len(enum.meta.get("categories") or [])
+        if num_classes not in (None, classes):
+            raise UserError(f"torchvision:{name} weights {weights} predict {classes} classes, not {num_classes}")
+        if in_channels != 3:
+            raise UserError(f"torchvision:{name} weights {weights} expect 3 input channels, not {in_channels}")
+        num_classes = classes
+        if name in _NO_AUX:
+            options["transform_input"] = True  # as torchvision does for these weights
+            options.pop("init_weights", None)
+        state = _cached_state_dict(enum)
+        if name in _NO_AUX:  # built without the auxiliary classifiers: drop their weights
+            state = {k: v for k, v in state.items() if not k.startswith(("aux1.", "aux2.", "AuxLogits."))}
+    if num_classes is None:
+        raise UserError(f"create_model('torchvision:{name}'): pass num_classes (or pretrained weights)")
+    try:
+        model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **options)
+    except TypeError as exc:
+        raise UserError(f"torchvision:{name}: {exc}") from None
+    if state is not None:
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise UserError(f"torchvision:{name} weights {weights} do not fit: {str(exc).splitlines()[0][:300]}") from None
     if in_channels != 3:
         _replace_first_conv(model, name, in_channels)
     model.feature_layers = _feature_layers(model)
     return model
+
+
+def _weights_enum(name: str, weights: str):
+    import torchvision
+
+    known = torchvision_weight_names(name)
+    if weights not in known:
+        raise UserError(f"torchvision:{name} has no weights {weights!r}; known: {', '.join(known) or 'none'}")
+    return torchvision.models.get_model_weights(name)[weights]
+
+
+def _cached_state_dict(enum) -> dict:
+    """The weights' state dict from the torch hub cache (``weights_only=True``); downloaded when absent."""
+    import os
+    from urllib.parse import urlparse
+
+    import torch
+
+    cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urlparse(enum.url).path))
+    if os.path.isfile(cached):
+        try:
+            return torch.load(cached, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise UserError(f"cannot read cached weights {cached}: {type(exc).__name__}; delete it to download again") from None
+    try:
+        return torch.hub.load_state_dict_from_url(enum.url, map_location="cpu", check_hash=True, weights_only=True)
+    except Exception as exc:
+        raise UserError(f"cannot download {enum.url} to {cached} ({type(exc).__name__}); place the file there "
+                        "by hand or set TORCH_HOME to a folder that holds hub/checkpoints/<file>") from None
 
 
 def _replace_first_conv(model: nn.Module, name: str, in_channels: int) -> None:
