@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from softlabels.config import OptimConfig
 from softlabels.errors import ConfigError
 from softlabels.methods import get_method
 from softlabels.models import create_model
@@ -56,7 +57,8 @@ def test_teacher_moves_original_frozen_student_optimizer_excludes_it():
     assert all(not p.requires_grad for p in method.moving_teacher.parameters())
     for k, v in method.teacher.state_dict().items():
         assert torch.equal(v, original[k]), k
-    assert method.auxiliary["teacher_momentum"].m0.abs().sum() > 0
+    first = next(method.moving_teacher.parameters())
+    assert method.teacher_optimizer.state[first]["momentum_buffer"].abs().sum() > 0
     diag = method.diagnostics()
     assert diag["prokt_teacher_drift"] > 0 and "prokt_teacher_kl" in diag
 
@@ -92,7 +94,7 @@ def test_student_follows_the_updated_teacher():
 
 
 def test_teacher_update_matches_torch_sgd():
-    method = _make(teacher_lr=0.02, teacher_nesterov=True)
+    method = _make(teacher_lr=0.02, teacher_nesterov=True, lam=1.0)  # teacher loss CE + 16 KL below
     ref = copy.deepcopy(method.moving_teacher)
     ref.train()
     opt = torch.optim.SGD(ref.parameters(), lr=0.02, momentum=0.9, weight_decay=5e-4, nesterov=True)
@@ -118,9 +120,15 @@ def test_auxiliary_state_round_trips_teacher_and_momentum():
     method.train()
     method(images, targets)
     state = copy.deepcopy(method.auxiliary.state_dict())
-    assert any(k.startswith("teacher.") for k in state) and "teacher_momentum.m0" in state
+    assert any(k.startswith("teacher.") for k in state)
+    specs = method.configure_optimizers(OptimConfig(), 0.1)
+    assert set(specs) == {"main", "teacher"} and specs["teacher"].optimizer is method.teacher_optimizer
+    assert specs["teacher"].stepped_by == "method" and specs["teacher"].lr_rule == "constant"
+    opt_state = copy.deepcopy(method.teacher_optimizer.state_dict())
+    assert len(opt_state["state"]) == len(list(method.moving_teacher.parameters()))  # momentum of every tensor
     fresh = _make()
     fresh.auxiliary.load_state_dict(state)
+    fresh.teacher_optimizer.load_state_dict(opt_state)
     for k, v in fresh.auxiliary.state_dict().items():
         assert torch.equal(v, state[k]), k
     # identical next step from the restored state
@@ -147,7 +155,7 @@ def test_end_to_end_train_and_resume(tmp_path, tiny, tiny_teacher):
     summary = trainer.fit()
     assert summary["epochs"] == 2
     last = ckpt_io.load_checkpoint(tmp_path / "prokt" / "last.pt")
-    assert "teacher_momentum.m0" in last["auxiliary"]
+    assert len(last["optimizers"]["teacher"]["state"]) > 0  # the teacher SGD's momentum is checkpointed
     original = ckpt_io.load_checkpoint(tiny_teacher)["model"]
     key = next(k for k in original if k.endswith("weight") and original[k].dim() == 4)
     assert not torch.equal(last["auxiliary"][f"teacher.{key}"], original[key])
@@ -156,6 +164,9 @@ def test_end_to_end_train_and_resume(tmp_path, tiny, tiny_teacher):
     resumed = Trainer(validate_config(cfg2), run_dir=tmp_path / "prokt", resume=True)
     for k, v in resumed.method.auxiliary.state_dict().items():
         assert torch.equal(v, last["auxiliary"][k]), k
+    restored = resumed.optimizers["teacher"].state_dict()["state"]
+    for i, entry in last["optimizers"]["teacher"]["state"].items():
+        assert torch.equal(restored[i]["momentum_buffer"], entry["momentum_buffer"]), i
     assert resumed.fit()["epochs"] == 3
     with pytest.raises(ConfigError, match="teacher.cache"):
         train(validate_config(tiny(tmp_path, name="cached", method={"name": "prokt"},

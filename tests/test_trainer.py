@@ -39,7 +39,7 @@ def test_teacher_then_wsl_writes_a_complete_run_folder(tmp_path, tiny, tiny_teac
     assert saved["environment"]["torch"] == torch.__version__ and saved["images_per_s"] > 0
     assert yaml.safe_load((rd / "config.yaml").read_text())["method"]["name"] == "wsl"
     last = load_checkpoint(rd / "last.pt")
-    assert last["epoch"] == 2 and {"optimizer", "rng", "best", "config"} <= set(last)
+    assert last["epoch"] == 2 and {"optimizers", "rng", "best", "config", "record"} <= set(last) and "main" in last["optimizers"]
 
 
 def test_teacher_is_not_trained_during_distillation(tmp_path, tiny, tiny_teacher):
@@ -235,14 +235,14 @@ def test_infodrop_from_config_and_finetune_phase(tmp_path, tiny):
     layers = list(trainer.method.student.infodrop_layers.values())
     assert len(layers) == 1
     seen = []
-    original = trainer._train_epoch
+    original = trainer.train_one_epoch
 
     def spy(epoch):
         out = original(epoch)
         seen.append(layers[0].active)
         return out
 
-    trainer._train_epoch = spy
+    trainer.train_one_epoch = spy
     trainer.fit()
     assert seen == [True, False]  # InfoDrop in the first epoch, off in the fine-tuning epoch
     state = load_checkpoint(tmp_path / "infodrop" / "last.pt")

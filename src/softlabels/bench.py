@@ -94,7 +94,7 @@ def framework_trainer(root: Path, name: str, student: str, teacher_ckpt: Path | 
 
 def framework_epoch(trainer: Trainer) -> int:
     """One timed training epoch of ``trainer`` (the framework's own loop, epoch 0 again); returns the images seen."""
-    return trainer._train_epoch(0)[1]
+    return trainer.train_one_epoch(0)[1]
 
 
 # ----------------------------------------------------------------------------- timing and spread

@@ -45,6 +45,9 @@ class RunDir:
     def __fspath__(self) -> str:
         return str(self.path)
 
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
     # ---------------------------------------------------------------- paths
     @property
     def config_path(self) -> Path:

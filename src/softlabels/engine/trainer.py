@@ -1,38 +1,50 @@
 """The Trainer: one experiment from a validated config to a finished run folder.
 
-Run folder: config.yaml (resolved), metrics.jsonl, metrics.csv, last.pt (every epoch, full
-state), best.pt (weights at the best epoch), summary.json. Data order and augmentation are a
-pure function of (seed, epoch) and the LR schedule a pure function of progress, so resuming
-from last.pt reproduces an uninterrupted run exactly on CPU.
+The loop itself trains, evaluates and picks the best epoch; everything else happens in callbacks
+(``softlabels.callbacks``) run for each event in ascending ``order``: method diagnostics and
+artifacts (10), regularization statistics (20) and per-sample dump (25), teacher-cache counts
+(30), checkpoints (50), metric files (60), console (90), then the config's ``callbacks:`` /
+``loggers:`` and those passed to :func:`train` (default order 100). See docs/architecture.md.
+
+Data order and augmentation are a pure function of (seed, epoch) and the LR schedule a pure
+function of progress, so resuming from last.pt reproduces an uninterrupted run exactly on CPU.
 """
 from __future__ import annotations
 
 import contextlib
-import json
+import logging
 import math
 import sys
 import time
 from pathlib import Path
 
 import torch
-import yaml
 from torch import nn
 
-from softlabels.analysis.regularization import RegularizationTracker
-from softlabels.config import Experiment, method_params, to_yaml, validate_config
+from softlabels.callbacks import Callback, build_callbacks, sort_callbacks
+from softlabels.callbacks.checkpointer import Checkpointer
+from softlabels.callbacks.console import Console
+from softlabels.callbacks.method_hooks import MethodHooks
+from softlabels.callbacks.metric_files import MetricFiles
+from softlabels.callbacks.regularization import PerSampleDump, RegularizationStats
+from softlabels.callbacks.teacher_cache_stats import TeacherCacheStats
+from softlabels.config import Experiment, method_params
 from softlabels.data import build_data
 from softlabels.engine import checkpoint as ckpt_io
-from softlabels.engine.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
+from softlabels.engine.build import build_student, check_finite_state, load_teacher
+from softlabels.engine.distributed import all_reduce_sum, barrier, init_distributed
 from softlabels.engine.env import environment, seed_everything, select_device
-from softlabels.engine.metrics import topk_correct
+from softlabels.engine.evaluation import evaluate
+from softlabels.engine.optim import OptimizerSpec, set_scheduled_lr
 from softlabels.engine.run_dir import RunDir
-from softlabels.io import append_jsonl, read_jsonl, write_csv, write_jsonl
-from softlabels.engine.schedule import lr_at
+from softlabels.engine.run_start import plan_start, restore_metrics
+from softlabels.engine.sync_batchnorm import convert_group_batchnorm
 from softlabels.engine.teacher_cache import open_teacher_cache
 from softlabels.errors import CheckpointError, ConfigError, NonFiniteLossError
 from softlabels.methods import Distiller, get_method
-from softlabels.models import create_model
 from softlabels.models.base import count_parameters
+
+__all__ = ["Trainer", "evaluate", "experiment_from_run", "load_teacher", "run_or_resume", "train"]
 
 
 def _progress(iterable, total: int, desc: str, enabled: bool):
@@ -44,63 +56,27 @@ def _progress(iterable, total: int, desc: str, enabled: bool):
     return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr, disable=None)
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, loader, num_classes: int, *, dist_info: DistInfo | None = None,
-             autocast=contextlib.nullcontext) -> dict[str, float]:
-    """Top-1/top-5 accuracy (%) and mean CE of ``model`` on ``loader``; restores the model's mode.
-
-    Under torchrun each process evaluates its shard and the counts are summed over processes.
-    """
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    totals = torch.zeros(4, dtype=torch.float64, device=device)  # top-1, top-5, CE sum, count
-    for images, targets, _ in loader:
-        if targets.numel() == 0:
-            continue
-        with autocast():
-            logits = model(images)
-        logits = logits.float()
-        hits = topk_correct(logits, targets, (1, 5))
-        ce = nn.functional.cross_entropy(logits, targets, reduction="sum")
-        totals += torch.stack([torch.tensor(float(hits[1])), torch.tensor(float(hits[5])), ce.double().cpu(),
-                               torch.tensor(float(targets.numel()))]).to(device)
-    all_reduce_sum(totals, dist_info or DistInfo())
-    model.train(was_training)
-    c1, c5, loss_sum, n = totals.tolist()
-    return {"top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "loss": loss_sum / n}
-
-
-def load_teacher(exp: Experiment, num_classes: int, in_channels: int, device: torch.device) -> tuple[nn.Module, dict]:
-    """Build the configured teacher, load its checkpoint, check it fits the data; frozen, on device."""
-    tcfg = exp.teacher
-    ckpt = ckpt_io.load_checkpoint(tcfg.checkpoint)
-    saved_classes = ckpt.get("num_classes")
-    if saved_classes is not None and saved_classes != num_classes:
-        raise CheckpointError(
-            f"teacher checkpoint {tcfg.checkpoint} predicts {saved_classes} classes but the student/data have "
-            f"{num_classes}; use a teacher trained on the same dataset"
-        )
-    teacher = create_model(tcfg.name, tcfg.num_classes or num_classes, in_channels)
-    ckpt_io.load_model_weights(teacher, ckpt, expected_name=tcfg.name)
-    teacher.to(device).eval().requires_grad_(False)
-    info = {
-        "name": tcfg.name,
-        "checkpoint": str(tcfg.checkpoint),
-        "sha256": ckpt_io.sha256_of(ckpt["_path"]),
-        "recorded_top1": (ckpt.get("metrics") or {}).get("test_top1"),
-        "train_mode": tcfg.train_mode,
-    }
-    return teacher, info
+def _overrides(cb: Callback, event: str) -> bool:
+    return getattr(type(cb), event, None) is not getattr(Callback, event)
 
 
 class Trainer:
-    """Builds data, models, method and optimizer from an :class:`Experiment` and runs it."""
+    """Builds data, models, method and optimizers from an :class:`Experiment` and runs it.
 
-    def __init__(self, exp: Experiment, *, run_dir: str | Path | None = None, resume: bool = False) -> None:
+    Args:
+        run_dir: the run folder (default ``exp.run_dir``); resume: continue it from last.pt.
+        callbacks: extra :class:`~softlabels.Callback` objects (after the config's).
+        data: a DataBundle to train on instead of building one from ``exp.data`` (sharded under torchrun).
+    """
+
+    def __init__(self, exp: Experiment, *, run_dir: str | Path | None = None, resume: bool = False,
+                 callbacks: list[Callback] | None = None, data=None) -> None:
         self.exp = exp
-        self.run_dir = Path(run_dir) if run_dir is not None else exp.run_dir
+        self.run_dir = RunDir(run_dir if run_dir is not None else exp.run_dir)
         self.resume = resume
+        self.log = logging.getLogger("softlabels")
+        if self.log.level == logging.NOTSET:
+            self.log.setLevel(logging.INFO)
         rt = exp.runtime
         if rt.threads:
             torch.set_num_threads(rt.threads)
@@ -108,7 +84,7 @@ class Trainer:
         # one seed for model init everywhere (DDP also broadcasts rank 0's weights); data order uses exp.seed
         seed_everything(exp.seed, rt.deterministic)
         self.device = dist_device or select_device(rt.device)
-        self.data = build_data(exp.data, device=self.device, seed=exp.seed)
+        self.data = data if data is not None else build_data(exp.data, device=self.device, seed=exp.seed)
         if self.dist.enabled:
             for loader in (self.data.train, self.data.val, self.data.test):
                 if loader is not None:
@@ -119,14 +95,7 @@ class Trainer:
             raise ConfigError(
                 f"student.num_classes is {self.num_classes} but dataset '{info.name}' has {info.num_classes} classes"
             )
-        student = create_model(exp.student.name, self.num_classes, info.in_channels)
-        if exp.student.init:
-            ckpt_io.load_model_weights(student, ckpt_io.load_checkpoint(exp.student.init), expected_name=exp.student.name)
-        if exp.student.infodrop is not None:
-            from softlabels.models.infodrop import insert_infodrop
-
-            insert_infodrop(student, **exp.student.infodrop.model_dump(exclude={"finetune_epochs"}))
-        student.to(self.device)
+        student = build_student(exp, self.num_classes, info.in_channels).to(self.device)
         teacher, self.teacher_info = None, None
         method_cls = get_method(exp.method.name)
         if method_cls.requires_teacher:
@@ -135,6 +104,7 @@ class Trainer:
         self.method: Distiller = method_cls(
             student, teacher, self.params, teacher_train_mode=bool(exp.teacher and exp.teacher.train_mode)
         ).to(self.device)
+        self.method.dist = self.dist
         if exp.teacher is not None and exp.teacher.cache:
             self.method.teacher_cache = open_teacher_cache(exp, self.teacher_info, self.data, self.method,
                                                            self.method.init_epochs + exp.schedule.epochs)
@@ -144,24 +114,57 @@ class Trainer:
         self._apply_runtime_options()
         self.total_epochs = self.method.init_epochs + exp.schedule.epochs
         self.base_lr = exp.optim.lr * (self.dist.world_size if rt.scale_lr else 1)
-        self.optimizer = self._make_optimizer()
+        self.optimizer_specs: dict[str, OptimizerSpec] = self.method.configure_optimizers(exp.optim, self.base_lr)
+        if "main" not in self.optimizer_specs:
+            raise ConfigError(f"method '{exp.method.name}': configure_optimizers() must return a 'main' optimizer")
+        self.optimizers = {name: spec.optimizer for name, spec in self.optimizer_specs.items()}
+        self._stepped = [s.optimizer for s in self.optimizer_specs.values() if s.stepped_by == "trainer"]
+        # regularization statistics only at a logit temperature the method declares (none for FitNet, AT, ...)
         self.tracker = None
-        if method_cls.logit_based and teacher is not None:
-            self.tracker = RegularizationTracker(self.num_classes, getattr(self.params, "temperature", 1.0),
-                                                 keep_samples=exp.runtime.per_sample_dump)
+        temperature = getattr(self.params, "temperature", None)
+        if method_cls.logit_based and teacher is not None and temperature is not None:
+            from softlabels.analysis.regularization import RegularizationTracker
+
+            self.tracker = RegularizationTracker(self.num_classes, float(temperature),
+                                                 keep_samples=rt.per_sample_dump)
+        self.callbacks = self._build_callbacks(callbacks)
         self.start_epoch = 0
         self.best = {"top1": -math.inf, "epoch": -1}
         self.wall_before = 0.0
-        self._prepare_run_dir()
+        self.wall_time_s = 0.0
+        self._resume_record: dict | None = None
+        self._start = plan_start(self)  # "fresh", "restart" or "resume"; refuses folders it must not touch
+        barrier(self.dist)
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The "main" optimizer (student and auxiliary parameters)."""
+        return self.optimizers["main"]
 
     # ------------------------------------------------------------------ set-up
+    def _build_callbacks(self, extra: list[Callback] | None) -> list[Callback]:
+        builtin: list[Callback] = [MethodHooks()]
+        if self.tracker is not None:
+            builtin.append(RegularizationStats())
+            if self.exp.runtime.per_sample_dump:
+                builtin.append(PerSampleDump())
+        builtin += [TeacherCacheStats(), Checkpointer(), MetricFiles(), Console()]
+        configured = build_callbacks(getattr(self.exp, "callbacks", None) or [])
+        configured += build_callbacks(getattr(self.exp, "loggers", None) or [], kind="logger")
+        return sort_callbacks(builtin + configured + list(extra or []))
+
+    def _emit(self, event: str, *args) -> None:
+        for cb in self.callbacks:
+            getattr(cb, event)(self, *args)
+
     def _apply_runtime_options(self) -> None:
         """channels_last, SyncBN, torch.compile, autocast/GradScaler and the DDP wrapper."""
         rt, method = self.exp.runtime, self.method
         if rt.channels_last:
             method.to(memory_format=torch.channels_last)
-        if rt.sync_bn and self.dist.enabled and self.device.type == "cuda":
-            method.student = nn.SyncBatchNorm.convert_sync_batchnorm(method.student)
+        if rt.sync_bn and self.dist.enabled:  # torch's SyncBatchNorm on CUDA, ours on CPU/gloo
+            convert = nn.SyncBatchNorm.convert_sync_batchnorm if self.device.type == "cuda" else convert_group_batchnorm
+            method.student = convert(method.student)
         if rt.compile:
             method.student.compile(backend=rt.compile_backend)
             if method.teacher is not None:
@@ -183,75 +186,71 @@ class Trainer:
                 find_unused_parameters=unused,
             )
 
-    def _make_optimizer(self) -> torch.optim.Optimizer:
-        o = self.exp.optim
-        params = self.method.trainable_parameters()
-        if o.name == "sgd":
-            return torch.optim.SGD(params, lr=self.base_lr, momentum=o.momentum, nesterov=o.nesterov,
-                                   weight_decay=o.weight_decay)
-        return torch.optim.AdamW(params, lr=self.base_lr, weight_decay=o.weight_decay)
-
-    def _prepare_run_dir(self) -> None:
-        rd = self.run_dir
-        last = rd / "last.pt"
-        if self.resume:
-            if not last.is_file():
-                raise CheckpointError(f"cannot resume: no last.pt in {rd} (start the run without --resume)")
-            self._load_resume_state(ckpt_io.load_checkpoint(last))
-        elif last.is_file() or (rd / "metrics.jsonl").is_file():
-            raise ConfigError(
-                f"run folder {rd} already holds a run; continue it with --resume {rd}, or choose another "
-                "name/output_dir (nothing was overwritten)"
-            )
-        barrier(self.dist)  # every process has checked the folder before the main one writes to it
-        if self.dist.is_main:
-            rd.mkdir(parents=True, exist_ok=True)
-            (rd / "config.yaml").write_text(to_yaml(self.exp))
-
-    def _load_resume_state(self, state: dict) -> None:
-        saved = state.get("config")
-        if saved is not None:
-            ours = self.exp.model_dump(mode="json")
-            diffs = _diff_keys(saved, ours)
-            diffs = [d for d in diffs if d not in {"schedule.epochs", "runtime.progress", "runtime.threads", "output_dir"}]
-            if diffs:
-                raise ConfigError(
-                    f"cannot resume {self.run_dir}: the config differs from the run's in {', '.join(diffs[:8])}; "
-                    "resume with the run's own config.yaml"
-                )
+    def load_state(self, state: dict) -> None:
+        """Restore a last.pt state (weights, optimizers, scaler, RNG, progress); called on resume."""
         ckpt_io.load_model_weights(self.method.student, state)
-        self.method.auxiliary.load_state_dict(state.get("auxiliary", {}))
-        self.optimizer.load_state_dict(state["optimizer"])
+        path = state.get("_path", self.run_dir.last_path)
+        try:
+            self.method.auxiliary.load_state_dict(state.get("auxiliary", {}))
+        except RuntimeError as exc:
+            raise CheckpointError(f"checkpoint {path} does not fit the method's auxiliary modules: "
+                                  f"{str(exc).splitlines()[0][:300]}") from None
+        saved = state["optimizers"]
+        for name, opt in self.optimizers.items():
+            if name not in saved:
+                raise CheckpointError(f"checkpoint {path} has no state for optimizer '{name}' (written by another "
+                                      "method or version); start the run over in a new folder")
+            opt.load_state_dict(saved[name])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         ckpt_io.restore_rng(state["rng"])
         self.start_epoch = int(state["epoch"])
         self.best = dict(state["best"])
         self.wall_before = float(state.get("wall_time_s", 0.0))
-        rows = [r for r in read_jsonl(self.run_dir / "metrics.jsonl") if r.get("epoch", 0) <= self.start_epoch]
-        if self.dist.is_main:
-            write_jsonl(self.run_dir / "metrics.jsonl", rows)
+        self._resume_record = state.get("record")
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> dict:
-        exp = self.exp
+        """Train from ``start_epoch`` to ``total_epochs`` holding the run folder's lock; returns the summary."""
+        lock = self.run_dir.lock() if self.dist.is_main else contextlib.nullcontext()
+        with lock:
+            try:
+                return self._fit_locked()
+            except BaseException as exc:
+                for cb in self.callbacks:
+                    with contextlib.suppress(Exception):
+                        cb.on_exception(self, exc)
+                raise
+
+    def _prepare_folder(self) -> None:
+        """Under the lock: write config.yaml, drop what a restart or resume must not keep."""
+        rd = self.run_dir
+        if self.dist.is_main:
+            rd.clean_tmp()
+            if self._start == "restart":
+                for path in (rd.metrics_path, rd.csv_path, rd.summary_path):
+                    path.unlink(missing_ok=True)
+            elif self._start == "resume":
+                rd.write_metrics(restore_metrics(rd.metrics(), self.start_epoch, self._resume_record))
+            rd.write_config(self.exp)
+        barrier(self.dist)
+
+    def _fit_locked(self) -> dict:
+        self._prepare_folder()
         epochs = self.total_epochs
         t_start = time.perf_counter()
         images_seen, train_time = 0, 0.0
-        record: dict = {}
+        self._emit("on_fit_start")
         if self.start_epoch >= epochs:
-            print(f"run {self.run_dir} already finished {self.start_epoch} epochs", file=sys.stderr)
+            self.log.info(f"run {self.run_dir.path} already finished {self.start_epoch} epochs")
         for epoch in range(self.start_epoch, epochs):
             t0 = time.perf_counter()
-            train_stats, seen = self._train_epoch(epoch)
+            train_stats, seen = self.train_one_epoch(epoch)
             dt = time.perf_counter() - t0
             images_seen += seen
             train_time += dt
-            record = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"], **train_stats}
-            record["images_per_s"] = seen / dt if dt > 0 else None
-            if hasattr(self.method, "diagnostics"):  # method-specific per-epoch statistics (e.g. ProKT)
-                record.update(self.method.diagnostics())
-            record["epoch_time_s"] = dt
+            record = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"], **train_stats,
+                      "images_per_s": seen / dt if dt > 0 else None, "epoch_time_s": dt}
             eval_kw = {"dist_info": self.dist, "autocast": self.autocast}
             test = evaluate(self.method.student, self.data.test, self.num_classes, **eval_kw)
             record.update({f"test_{k}": v for k, v in test.items()})
@@ -260,39 +259,24 @@ class Trainer:
                 val = evaluate(self.method.student, self.data.val, self.num_classes, **eval_kw)
                 record.update({f"val_{k}": v for k, v in val.items()})
                 selector = "val_top1"
-            if self.tracker is not None:
-                record.update(self.tracker.summary(lambda t: all_reduce_sum(t, self.dist)))
-                if exp.runtime.per_sample_dump:
-                    self._dump_samples(epoch + 1)
-            improved = record[selector] > self.best["top1"]
-            if improved:
+            if record[selector] > self.best["top1"]:
                 self.best = {"top1": record[selector], "epoch": epoch + 1, "selected_by": selector}
-            wall = self.wall_before + time.perf_counter() - t_start
-            cache = self.method.teacher_cache
-            if cache is not None:
-                cache.flush()
-                record.update(teacher_cache_hits=cache.hits, teacher_cache_misses=cache.misses)
-                cache.hits = cache.misses = 0
-            if self.dist.is_main:
-                append_jsonl(self.run_dir / "metrics.jsonl", record)
-                for name, obj in getattr(self.method, "artifacts", dict)().items():  # e.g. DFA's dfa_alpha.json
-                    (self.run_dir / name).write_text(json.dumps(obj, indent=2) + "\n")
-                write_csv(self.run_dir / "metrics.csv", read_jsonl(self.run_dir / "metrics.jsonl"))
-                if improved:
-                    ckpt_io.save_atomic(self._weights_state(epoch + 1, record), self.run_dir / "best.pt")
-                if (epoch + 1) % exp.runtime.checkpoint_every == 0 or epoch + 1 == epochs:
-                    ckpt_io.save_atomic(self._full_state(epoch + 1, record, wall), self.run_dir / "last.pt")
-                self._print_epoch(record)
-        wall = self.wall_before + time.perf_counter() - t_start
-        summary = self._summary(wall, images_seen / train_time if train_time > 0 else None)
+            self.wall_time_s = self.wall_before + time.perf_counter() - t_start
+            self._emit("on_epoch_end", record)
+        self.wall_time_s = self.wall_before + time.perf_counter() - t_start
+        summary = self._summary(self.wall_time_s, images_seen / train_time if train_time > 0 else None)
+        self._emit("on_fit_end", summary)
         if self.dist.is_main:
-            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+            self.run_dir.write_json("summary.json", summary)
         barrier(self.dist)
         return summary
 
-    def _train_epoch(self, epoch: int) -> tuple[dict, int]:
-        """One pass over the training loader; returns (train_* metrics, images seen)."""
-        exp, method, opt = self.exp, self.method, self.optimizer
+    def train_one_epoch(self, epoch: int) -> tuple[dict, int]:
+        """One pass over the training loader (0-based ``epoch``); returns (train_* metrics, images seen).
+
+        Emits on_epoch_start and on_train_batch_end; evaluation and on_epoch_end are :meth:`fit`'s.
+        """
+        exp, method = self.exp, self.method
         loader = self.data.train
         loader.set_epoch(epoch)
         method.set_epoch(epoch)
@@ -301,9 +285,8 @@ class Trainer:
             from softlabels.models.infodrop import set_infodrop_active
 
             set_infodrop_active(method.student, epoch < self.total_epochs - exp.student.infodrop.finetune_epochs)
-        init = method.init_epochs
-        if self.tracker is not None:
-            self.tracker.reset()
+        self._emit("on_epoch_start", epoch)
+        batch_callbacks = [cb for cb in self.callbacks if _overrides(cb, "on_train_batch_end")]
         names: list[str] | None = None
         sums = None  # on-device running sums of [loss, *terms] weighted by batch size; one sync per epoch
         correct = torch.zeros((), dtype=torch.long, device=self.device)
@@ -316,13 +299,12 @@ class Trainer:
         t0 = time.perf_counter()
         for step, (images, targets, indices) in enumerate(bar):
             # an initialisation phase (AB, FSP, FT) runs at the base LR before the main schedule
-            lr = self.base_lr if epoch < init else lr_at(exp.schedule, self.base_lr, epoch - init, step, steps)
-            for group in opt.param_groups:
-                group["lr"] = lr
+            set_scheduled_lr(self.optimizer_specs, exp.schedule, epoch, step, steps, method.init_epochs)
             if exp.runtime.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with self.autocast():
-                logits, terms = self.model(images, targets, indices)
+                out = self.model(images, targets, indices)
+            logits, terms = out.logits, out.terms
             loss = sum(t.float() for t in terms.values())
             step_values = torch.stack([loss.detach(), *(v.detach().float() for v in terms.values())])
             recent.append(step_values)
@@ -330,14 +312,7 @@ class Trainer:
             if len(recent) >= check_every or step + 1 == steps:
                 self._check_finite(recent, list(terms), epoch, step, steps)
                 recent = []
-            opt.zero_grad(set_to_none=True)
-            if self.scaler is not None:
-                self.scaler.scale(loss).backward()
-                self.scaler.step(opt)
-                self.scaler.update()
-            else:
-                loss.backward()
-                opt.step()
+            self._step(loss)
             n = targets.numel()
             values = step_values * n
             if sums is None:
@@ -346,8 +321,8 @@ class Trainer:
                 sums += values
             correct += (logits.detach().argmax(1) == targets).sum()
             seen += n
-            if self.tracker is not None and method.last_teacher_logits is not None:
-                self.tracker.update(logits, method.last_teacher_logits, targets, indices)
+            for cb in batch_callbacks:
+                cb.on_train_batch_end(self, out, (images, targets, indices))
             if bar is not loader and step % 20 == 0:
                 rate = seen / max(time.perf_counter() - t0, 1e-9)
                 bar.set_postfix(loss=f"{float(loss.detach()):.3f}", acc=f"{100 * int(correct) / seen:.1f}", img_s=f"{rate:.0f}")
@@ -360,12 +335,19 @@ class Trainer:
         stats["train_top1"] = 100.0 * totals[-2] / max(seen, 1)
         return stats, seen
 
-    def _dump_samples(self, epoch: int) -> None:
-        """per_sample/epoch_NNNN.pt (one file per process under torchrun: epoch_NNNN.rankR.pt)."""
-        folder = self.run_dir / "per_sample"
-        folder.mkdir(parents=True, exist_ok=True)
-        suffix = f".rank{self.dist.rank}" if self.dist.enabled else ""
-        ckpt_io.save_atomic({"epoch": epoch, **self.tracker.sample_table()}, folder / f"epoch_{epoch:04d}{suffix}.pt")
+    def _step(self, loss: torch.Tensor) -> None:
+        """Backward of the summed loss and a step of every trainer-stepped optimizer."""
+        for opt in self._stepped:
+            opt.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            for opt in self._stepped:
+                self.scaler.step(opt)
+            self.scaler.update()
+        else:
+            loss.backward()
+            for opt in self._stepped:
+                opt.step()
 
     @staticmethod
     def _check_finite(recent: list[torch.Tensor], names: list[str], epoch: int, last_step: int, steps: int) -> None:
@@ -381,6 +363,15 @@ class Trainer:
             "check the data and the teacher checkpoint"
         )
 
+    def check_finite_state(self, epoch: int, file: str) -> None:
+        """NonFiniteLossError before a checkpoint write when a student/auxiliary parameter or buffer is NaN/inf."""
+        bad = check_finite_state({"student": self.method.student, "auxiliary": self.method.auxiliary})
+        if bad is not None:
+            raise NonFiniteLossError(
+                f"non-finite values in {bad} after epoch {epoch}: stopped before writing {file} (the checkpoints in "
+                f"{self.run_dir.path} are the last good ones); lower optim.lr or check the data"
+            )
+
     # ------------------------------------------------------------------ state
     def _model_meta(self) -> dict:
         return {
@@ -391,40 +382,35 @@ class Trainer:
             "dataset": self.data.info.name,
         }
 
-    def _weights_state(self, epoch: int, record: dict) -> dict:
+    def weights_state(self, record: dict) -> dict:
+        """best.pt: student and auxiliary weights, the epoch's scalar metrics and the config."""
         return {
             **self._model_meta(),
-            "epoch": epoch,
+            "epoch": record["epoch"],
             "model": self.method.student.state_dict(),
             "auxiliary": self.method.auxiliary.state_dict(),
             "metrics": {k: v for k, v in record.items() if isinstance(v, (int, float))},
             "config": self.exp.model_dump(mode="json"),
         }
 
-    def _full_state(self, epoch: int, record: dict, wall: float) -> dict:
-        return {
-            **self._weights_state(epoch, record),
-            "optimizer": self.optimizer.state_dict(),
+    def full_state(self, record: dict) -> dict:
+        """last.pt: :meth:`weights_state` plus every optimizer, scaler, RNG states, best-so-far, wall time and
+        the epoch's metrics row; callbacks may add entries (on_checkpoint)."""
+        state = {
+            **self.weights_state(record),
+            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "scheduler": {"name": self.exp.schedule.name, "epoch": epoch},
+            "scheduler": {"name": self.exp.schedule.name, "epoch": record["epoch"]},
             "rng": ckpt_io.capture_rng(),
             "best": self.best,
-            "wall_time_s": wall,
+            "wall_time_s": self.wall_time_s,
+            "record": record,
         }
-
-    def _print_epoch(self, r: dict) -> None:
-        parts = [f"epoch {r['epoch']:>3}/{self.total_epochs}", f"loss {r['train_loss']:.4f}",
-                 f"train {r['train_top1']:.2f}", f"test {r['test_top1']:.2f}"]
-        if "val_top1" in r:
-            parts.append(f"val {r['val_top1']:.2f}")
-        if "reg_fraction" in r:
-            parts.append(f"reg {100 * r['reg_fraction']:.1f}%")
-        if r.get("images_per_s"):
-            parts.append(f"{r['images_per_s']:.0f} img/s")
-        print("  ".join(parts), file=sys.stderr, flush=True)
+        self._emit("on_checkpoint", state)
+        return state
 
     def _summary(self, wall: float, images_per_s: float | None) -> dict:
-        rows = read_jsonl(self.run_dir / "metrics.jsonl")
+        rows = self.run_dir.metrics()
         last = rows[-1] if rows else {}
         best_row = next((r for r in rows if r["epoch"] == self.best["epoch"]), {})
         if images_per_s is None:
@@ -454,18 +440,10 @@ class Trainer:
         }
 
 
-def _diff_keys(a, b, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b)):
-            out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
-        return out
-    return [] if a == b else [prefix.rstrip(".")]
-
-
-def train(exp: Experiment, *, resume_dir: str | Path | None = None) -> dict:
-    """Run one experiment; with ``resume_dir``, continue the run saved there."""
-    trainer = Trainer(exp, run_dir=resume_dir, resume=resume_dir is not None)
+def train(exp: Experiment, *, resume_dir: str | Path | None = None, callbacks: list[Callback] | None = None) -> dict:
+    """Run one experiment; with ``resume_dir``, continue the run saved there. ``callbacks``: extra Callback
+    objects run after the built-in and configured ones (unless their ``order`` says otherwise)."""
+    trainer = Trainer(exp, run_dir=resume_dir, resume=resume_dir is not None, callbacks=callbacks)
     return trainer.fit()
 
 
@@ -474,16 +452,14 @@ def experiment_from_run(run_dir: str | Path) -> Experiment:
     return RunDir(run_dir).config()
 
 
-def run_or_resume(exp: Experiment) -> dict:
+def run_or_resume(exp: Experiment, *, callbacks: list[Callback] | None = None) -> dict:
     """Skip a finished run (return its summary), resume an unfinished one, or start a new one.
 
     A run is finished when its summary.json records all its epochs and its config asked for the
-    same ``schedule.epochs`` (:meth:`RunDir.is_finished`).
+    same ``schedule.epochs`` (:meth:`RunDir.is_finished`). A run killed before its first checkpoint
+    starts over.
     """
     rd = RunDir(exp.run_dir)
     if rd.is_finished(exp):
         return rd.summary()
-    resume = rd.last_path.is_file()
-    if not resume and rd.metrics_path.is_file():
-        rd.metrics_path.unlink()  # killed before its first checkpoint: nothing to keep
-    return Trainer(exp, run_dir=rd.path, resume=resume).fit()
+    return Trainer(exp, run_dir=rd.path, resume=rd.has_checkpoint(), callbacks=callbacks).fit()

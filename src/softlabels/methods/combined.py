@@ -27,8 +27,12 @@ How the components share the work:
   ``epoch < init_epochs`` only the components that declare an init phase contribute (each
   decides by its own ``init_epochs``); the others start with the main phase.
 * ``requires_teacher`` / ``logit_based`` are true when any component's is. The parameter model
-  exposes ``temperature`` (the first component's that has one; used by the regularization
-  tracker) and ``init_epochs``.
+  exposes ``temperature`` (the first component's that has one, None when none has; the
+  regularization statistics run only when it is set) and ``init_epochs``.
+* **optimizers, diagnostics, artifacts**: one "main" optimizer over the union of trainable
+  parameters, plus every other optimizer a component configures, named ``<component>.<name>``
+  (e.g. ``prokt.teacher``); the components' diagnostics and artifacts are merged; the run's
+  process group (``dist``) is handed to every component.
 
 A component may appear once. Combinations are built on demand and not listed by
 ``list_methods()``.
@@ -41,6 +45,7 @@ from typing import Any, ClassVar
 import torch
 from pydantic import Field, create_model
 
+from softlabels.engine.optim import OptimizerSpec
 from softlabels.errors import ConfigError
 from softlabels.methods.base import METHODS, Batch, Distiller, MethodParams
 
@@ -51,12 +56,12 @@ class CombinedParams(MethodParams):
     components: ClassVar[tuple[str, ...]] = ()
 
     @property
-    def temperature(self) -> float:
+    def temperature(self) -> float | None:
         for name in self.components:
             t = getattr(getattr(self, name), "temperature", None)
             if t is not None:
                 return float(t)
-        return 1.0
+        return None
 
     @property
     def init_epochs(self) -> int:
@@ -119,6 +124,37 @@ class CombinedDistiller(Distiller):
         for part in self._parts.values():
             part.train(mode)
         return self
+
+    @property
+    def dist(self):
+        return self.__dict__.get("_dist")
+
+    @dist.setter
+    def dist(self, info) -> None:
+        self.__dict__["_dist"] = info
+        for part in self._parts.values():
+            part.dist = info
+
+    def configure_optimizers(self, optim, lr: float) -> dict[str, OptimizerSpec]:
+        """"main" over every component's trainable parameters, plus the components' own optimizers."""
+        specs = super().configure_optimizers(optim, lr)
+        for name, part in self._parts.items():
+            for key, spec in part.configure_optimizers(optim, lr).items():
+                if key != "main":
+                    specs[f"{name}.{key}"] = spec
+        return specs
+
+    def diagnostics(self, reset: bool = True) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for part in self._parts.values():
+            out.update(part.diagnostics(reset))
+        return out
+
+    def artifacts(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for part in self._parts.values():
+            out.update(part.artifacts())
+        return out
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         """The union (each parameter once) of the components' trainable parameters."""

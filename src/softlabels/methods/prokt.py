@@ -9,19 +9,21 @@ Teacher and student train together, starting from the pre-trained teacher. Every
    ``ce_weight * CE(y, z_s) + kd_weight * T^2 * KL(p_t^T || p_s^T)``, or with ``weighting: wsl`` the
    WSL per-sample weighted soft term (``softlabels.losses.wsl_soft_loss``, KL form).
 
-Design within the Distiller contract (base.py and the trainer untouched):
+Design within the Distiller contract:
 
 * ``self.teacher`` stays the frozen original (reference / diagnostics, never run in training).
-* The moving teacher is ``auxiliary["teacher"]``, so the trainer checkpoints it and resume restores
-  it. Its parameters have ``requires_grad=False`` except inside the teacher update, so they are not in
+* The moving teacher is ``auxiliary["teacher"]`` (a copy made before any feature hook is attached to
+  the original), so the trainer checkpoints it and resume restores it. Its parameters have
+  ``requires_grad=False`` except inside the teacher update, so they are not in
   :meth:`trainable_parameters` (the student optimizer never sees them) and DDP does not register them.
-* Its optimizer is a hand-written SGD (momentum, weight decay, optional Nesterov; identical to
-  ``torch.optim.SGD``) whose momentum buffers live in ``auxiliary["teacher_momentum"]`` as buffers, so
-  the teacher optimizer state is checkpointed too and a resume is exact.
+* Its optimizer is a ``torch.optim.SGD`` (momentum, weight decay, optional Nesterov) returned by
+  :meth:`configure_optimizers` as ``"teacher"`` (constant LR, stepped by the method), so the trainer
+  checkpoints and restores its momentum and a resume is exact.
 * The update runs in float32 with autocast disabled and ``torch.enable_grad()`` (the trainer may run
-  the forward under autocast); gradients come from ``torch.autograd.grad``, so no ``.grad`` is left on
-  the teacher and the student's backward never reaches it. Under torch.distributed the teacher's
-  gradients are averaged over processes so every copy stays identical.
+  the forward under autocast); gradients come from ``torch.autograd.grad`` and are handed to the
+  optimizer and cleared again, so no ``.grad`` is left on the teacher and the student's backward never
+  reaches it. Under torchrun the teacher's gradients are averaged over processes
+  (:meth:`Distiller.average_over_processes`) so every copy stays identical.
 * BatchNorm: the update runs the moving teacher in train mode (``teacher_bn: train``) or eval mode
   (``teacher_bn: eval``, BN statistics frozen); the soft labels for the student always come from an
   eval-mode, no-grad forward of the updated teacher.
@@ -46,9 +48,10 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
+from softlabels.engine.optim import OptimizerSpec
 from softlabels.errors import ConfigError
 from softlabels.losses import kd_loss, wsl_soft_loss
-from softlabels.methods.base import Batch, Distiller, MethodParams, register_method
+from softlabels.methods.base import Batch, Distiller, MethodParams, StepOutput, register_method
 
 
 class ProKTParams(MethodParams):
@@ -80,18 +83,6 @@ class ProKTParams(MethodParams):
         return self
 
 
-class _MomentumBuffers(nn.Module):
-    """The teacher SGD's momentum buffers as module buffers (``m0``, ``m1``... in parameter order)."""
-
-    def __init__(self, params: list[nn.Parameter]) -> None:
-        super().__init__()
-        for i, p in enumerate(params):
-            self.register_buffer(f"m{i}", torch.zeros_like(p, memory_format=torch.preserve_format))
-
-    def buffers_list(self) -> list[torch.Tensor]:
-        return [getattr(self, f"m{i}") for i in range(len(self._buffers))]
-
-
 def _kl_teacher_grad(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Batch mean of KL(p_t^T || p_s^T), float32, gradient through the teacher only."""
     log_p_t = F.log_softmax(teacher_logits.float() / temperature, dim=1)
@@ -106,14 +97,12 @@ class ProKT(Distiller):
     Params = ProKTParams
 
     def __init__(self, student, teacher, params=None, *, teacher_train_mode: bool = False) -> None:
+        # copied before the base class attaches feature hooks to the original, so the copy has none
+        moving = copy.deepcopy(teacher) if teacher is not None else None
         super().__init__(student, teacher, params, teacher_train_mode=teacher_train_mode)
-        moving = copy.deepcopy(teacher)
-        for m in moving.modules():  # never inherit the frozen teacher's capture hooks
-            m._forward_hooks.clear()
-            m._forward_pre_hooks.clear()
         moving.requires_grad_(False)
         self.auxiliary["teacher"] = moving
-        self.auxiliary["teacher_momentum"] = _MomentumBuffers(list(moving.parameters()))
+        self._teacher_optimizer: torch.optim.SGD | None = None
         self._diag: torch.Tensor | None = None  # on-device sums of [teacher CE, teacher KL, steps]
 
     @property
@@ -131,15 +120,30 @@ class ProKT(Distiller):
         own = {id(p) for p in self.moving_teacher.parameters()}
         return [p for p in super().trainable_parameters() if id(p) not in own]
 
+    @property
+    def teacher_optimizer(self) -> torch.optim.SGD:
+        """The moving teacher's SGD (made on first use; the trainer checkpoints it as "teacher")."""
+        if self._teacher_optimizer is None:
+            p = self.params
+            self._teacher_optimizer = torch.optim.SGD(
+                list(self.moving_teacher.parameters()), lr=p.teacher_lr, momentum=p.teacher_momentum,
+                weight_decay=p.teacher_weight_decay, nesterov=p.teacher_nesterov,
+            )
+        return self._teacher_optimizer
+
+    def configure_optimizers(self, optim, lr: float) -> dict[str, OptimizerSpec]:
+        """The student's "main" optimizer and the moving teacher's SGD ("teacher": constant LR, stepped here)."""
+        return {**super().configure_optimizers(optim, lr),
+                "teacher": OptimizerSpec(self.teacher_optimizer, lr_rule="constant", stepped_by="method")}
+
     # ---------------------------------------------------------------- teacher update
     def _teacher_update(self, images: torch.Tensor, targets: torch.Tensor, student_logits: torch.Tensor) -> None:
         p, teacher = self.params, self.moving_teacher
         params = list(teacher.parameters())
-        bufs = self.auxiliary["teacher_momentum"].buffers_list()
+        opt = self.teacher_optimizer
         was_training = teacher.training
         teacher.train(p.teacher_bn == "train")
         s = student_logits.detach().float()
-        dist = torch.distributed.is_available() and torch.distributed.is_initialized()
         try:
             with torch.enable_grad(), torch.autocast(images.device.type, enabled=False):
                 for _ in range(p.teacher_steps):
@@ -152,29 +156,19 @@ class ProKT(Distiller):
                     grads = torch.autograd.grad(loss, params)
                     for q in params:
                         q.requires_grad_(False)
-                    if dist:
-                        world = torch.distributed.get_world_size()
-                        for g in grads:
-                            torch.distributed.all_reduce(g)
-                            g.div_(world)
-                    self._sgd_step(params, grads, bufs)
+                    self.average_over_processes(list(grads))
+                    for q, g in zip(params, grads):
+                        q.grad = g
+                    opt.step()
+                    for q in params:
+                        q.grad = None
                     step = torch.stack([ce.detach(), kl.detach(), torch.ones_like(ce)]).double()
                     self._diag = step if self._diag is None else self._diag + step
         finally:
             for q in params:
                 q.requires_grad_(False)
+                q.grad = None
             teacher.train(was_training)
-
-    @torch.no_grad()
-    def _sgd_step(self, params, grads, bufs) -> None:
-        """torch.optim.SGD's update (dampening 0); zero-initialised buffers equal its first-step copy."""
-        p = self.params
-        for q, g, buf in zip(params, grads, bufs):
-            d = g.add(q, alpha=p.teacher_weight_decay) if p.teacher_weight_decay else g
-            if p.teacher_momentum:
-                buf.mul_(p.teacher_momentum).add_(d)
-                d = d.add(buf, alpha=p.teacher_momentum) if p.teacher_nesterov else buf
-            q.add_(d, alpha=-p.teacher_lr)
 
     @torch.no_grad()
     def moving_teacher_logits(self, images: torch.Tensor) -> torch.Tensor:
@@ -190,14 +184,15 @@ class ProKT(Distiller):
     # ---------------------------------------------------------------- forward
     def teacher_logits(self, images: torch.Tensor, indices: torch.Tensor | None = None) -> torch.Tensor:
         """The moving teacher's current logits (the frozen original is not run)."""
-        logits = self.moving_teacher_logits(images)
-        self.last_teacher_logits = logits
-        return logits
+        return self.moving_teacher_logits(images)
 
-    def forward(self, images, targets, indices=None):
-        """Student forward, teacher update on the detached student logits, then the student's terms."""
+    def forward(self, images, targets, indices=None) -> StepOutput:
+        """Student forward, teacher update on the detached student logits, then the student's terms
+        (the step output's teacher logits are the updated moving teacher's)."""
         logits = self.student(images)
-        return logits, self.loss_terms(self.make_batch(images, targets, indices, logits, None))
+        batch = self.make_batch(images, targets, indices, logits, None)
+        terms = self.loss_terms(batch)
+        return StepOutput(logits, terms, batch.teacher_logits)
 
     def loss_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Update the moving teacher (training mode only), then the student's terms toward it."""
@@ -206,6 +201,7 @@ class ProKT(Distiller):
         if self.training and p.teacher_steps > 0 and p.teacher_lr > 0:
             self._teacher_update(batch.images, y, s)
         t = self.teacher_logits(batch.images, batch.indices)
+        batch.teacher_logits = t  # what the student's terms were computed against (the step output's)
         terms = {"ce": p.ce_weight * F.cross_entropy(s.float(), y)}
         if p.weighting == "wsl":
             terms["wsl"] = p.kd_weight * wsl_soft_loss(s, t, y, p.temperature, form="kl", weighting="wsl")
