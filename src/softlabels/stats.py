@@ -1,4 +1,4 @@
-"""Small statistics over seeds: mean ± sample std and the paired t-test (no SciPy needed)."""
+"""Small statistics over seeds: mean ± sample std, paired comparisons (effect size, CI, t-test), Pearson r."""
 from __future__ import annotations
 
 import math
@@ -43,20 +43,53 @@ def student_t_sf_two_sided(t: float, df: int) -> float:
     return min(1.0, max(0.0, 1.0 - a))
 
 
-def paired_comparison(a: Sequence[float], b: Sequence[float]) -> dict:
-    """Seed-by-seed comparison of ``a`` against ``b`` (same seeds, same order).
+def paired_comparison(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> dict:
+    """Seed-by-seed comparison of ``a`` against ``b`` (same seeds, same order), in the units of the inputs.
 
-    Returns the differences a - b, their mean and std, the count of seeds where a > b, the
-    paired t statistic and its two-sided p-value (None when fewer than 2 pairs or zero spread).
+    Returns the differences d = a - b, their mean and sample std, the count of seeds where a > b
+    (``wins``) and a < b (``losses``), the effect size Cohen's d_z = mean(d) / std(d), the
+    ``confidence`` (95 %) interval of the mean difference, mean(d) +- t_{(1+c)/2, n-1} * std(d) / sqrt(n),
+    and the paired t-test (``scipy.stats.ttest_rel``: t and its two-sided p). With fewer than 2 pairs
+    the spread-based fields are None; with zero spread t, p and d_z are None and the interval is
+    the single point mean(d).
     """
+    from scipy import stats as sps
+
     pairs = [(float(x), float(y)) for x, y in zip(a, b) if x is not None and y is not None]
     diffs = [x - y for x, y in pairs]
     mean, std = mean_std(diffs)
-    out = {"n": len(diffs), "diffs": diffs, "mean_diff": mean, "std_diff": std,
-           "wins": sum(d > 0 for d in diffs), "losses": sum(d < 0 for d in diffs), "t": None, "p": None}
-    if std is not None and std > 0:
-        t = mean / (std / math.sqrt(len(diffs)))
-        out.update(t=t, p=student_t_sf_two_sided(t, len(diffs) - 1))
+    n = len(diffs)
+    out = {"n": n, "diffs": diffs, "mean_diff": mean, "std_diff": std,
+           "wins": sum(d > 0 for d in diffs), "losses": sum(d < 0 for d in diffs), "t": None, "p": None,
+           "d_z": None, "ci_low": None, "ci_high": None, "confidence": confidence}
+    if std is None:
+        return out
+    half = sps.t.ppf(0.5 + confidence / 2, n - 1) * std / math.sqrt(n)
+    out.update(ci_low=mean - half, ci_high=mean + half)
+    if std > 0:
+        res = sps.ttest_rel([x for x, _ in pairs], [y for _, y in pairs])
+        out.update(t=float(res.statistic), p=float(res.pvalue), d_z=mean / std)
+    return out
+
+
+def pearson_ci(x: Sequence[float], y: Sequence[float], confidence: float = 0.95) -> dict:
+    """Pearson r of paired values with its two-sided p (``scipy.stats.pearsonr``) and a Fisher-z interval.
+
+    Returns {"n", "r", "p", "ci_low", "ci_high"}; r and p are None with fewer than 3 pairs or a
+    constant input; the interval, tanh(atanh(r) +- z_{(1+c)/2} / sqrt(n - 3)), needs n >= 4.
+    """
+    from scipy import stats as sps
+
+    pairs = [(float(u), float(v)) for u, v in zip(x, y) if u is not None and v is not None]
+    out: dict = {"n": len(pairs), "r": None, "p": None, "ci_low": None, "ci_high": None}
+    if len(pairs) < 3 or len({u for u, _ in pairs}) < 2 or len({v for _, v in pairs}) < 2:
+        return out
+    res = sps.pearsonr([u for u, _ in pairs], [v for _, v in pairs])
+    r = max(-1.0, min(1.0, float(res.statistic)))
+    out.update(r=r, p=float(res.pvalue))
+    if len(pairs) >= 4 and abs(r) < 1:
+        half = sps.norm.ppf(0.5 + confidence / 2) / math.sqrt(len(pairs) - 3)
+        out.update(ci_low=math.tanh(math.atanh(r) - half), ci_high=math.tanh(math.atanh(r) + half))
     return out
 
 
