@@ -417,3 +417,32 @@ def test_damaged_run_config_on_resume(tmp_path, capsys):
     (run / "config.yaml").write_text("name: [unclosed\nseed: 1\n")
     rc, err = cli(["train", "--resume", run], capsys)
     assert_one_line_error(rc, err, str(run / "config.yaml"), "not valid YAML")
+
+
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("teacher.train_mode=true", "teacher.cache cannot be used with teacher.train_mode"),
+        ("optim.momentum=0", "optim.nesterov needs optim.momentum > 0"),
+        ("schedule.milestones=[5]", "schedule.milestones must lie in 1..epochs"),
+        ("schedule.milestones=[2, 1]", "must be increasing"),
+        ("schedule.warmup_epochs=2", "warmup_epochs must be smaller"),
+        ("data.val_split=1.0", "key 'data.val_split'"),
+        ("data.train_subset=true", "key 'data.train_subset'"),
+        ("runtime.device=gpu0", "key 'runtime.device': not a device"),
+        ("student.init=missing.pt", "key 'student.init': file not found: missing.pt"),
+        ("method.name=nope", "key 'method.name': unknown method 'nope'"),
+        ("student.name=resnet9000", "key 'student.name': unknown model"),
+        ("method.name=wsl", "method 'wsl' distils from a teacher"),
+    ],
+)
+def test_every_validate_check_is_a_one_line_error(tmp_path, tiny, capsys, override, needle):
+    cfg = tiny(tmp_path)
+    cfg["optim"].update(nesterov=True)
+    cfg["schedule"]["epochs"] = 2
+    if not override.startswith("method.name=wsl"):
+        cfg["method"] = {"name": "kd"}
+        cfg["teacher"] = {"name": "resnet8", "checkpoint": str(_fake_checkpoint(tmp_path / "t.pt", 4, 3)),
+                          "cache": override.startswith("teacher.train_mode")}
+    rc, err = cli(["validate", write(tmp_path, cfg), override], capsys)
+    assert_one_line_error(rc, err, needle)

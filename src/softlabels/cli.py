@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         load_plugins(imports, "--import", export=True)
         return args.func(args)
     except UserError as err:
-        print(f"softlabels: error: {err}", file=sys.stderr)
+        print(f"softlabels: error: {' '.join(str(err).split())}", file=sys.stderr)  # always one line
         return 2
     except NonFiniteLossError as err:
         print(f"softlabels: training stopped: {err}", file=sys.stderr)

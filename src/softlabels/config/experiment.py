@@ -222,6 +222,18 @@ class RuntimeConfig(StrictModel):
         None, description="DDP option; default: on for methods with an initialisation phase"
     )
 
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, v: str) -> str:
+        if v != "auto":
+            import torch
+
+            try:
+                torch.device(v)
+            except (RuntimeError, ValueError):
+                raise ValueError("not a device (use auto, cpu, cuda, cuda:N or mps)") from None
+        return v
+
 
 def _run_name_problem(name: str) -> str | None:
     """Why ``name`` is not a relative path inside output_dir (None when it is)."""

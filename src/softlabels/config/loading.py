@@ -22,8 +22,18 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 # ---------------------------------------------------------------------------------------------- messages
+_TYPE_TAGS = {"int", "float", "str", "bool", "none", "list", "dict", "is-instance", "lax-or-strict", "json-or-python"}
+
+
 def _format_loc(loc: tuple) -> str:
-    return ".".join(str(p) for p in loc if not (isinstance(p, str) and p.startswith("function-")))
+    """Dotted key of a pydantic error location, without the union/validator tags pydantic inserts."""
+    parts = []
+    for p in loc:
+        if isinstance(p, int):
+            parts.append(f"[{p}]")
+        elif not (p in _TYPE_TAGS or "[" in p or p.startswith("function-")):
+            parts.append(("." if parts else "") + p)
+    return "".join(parts)
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -32,6 +42,8 @@ def _short(value: Any, limit: int = 60) -> str:
 
 
 def _pydantic_message(err: ValidationError, source: str, prefix: str = "") -> str:
+    """One line for all errors; the alternatives of a union are joined per key ("... or ...")."""
+    keyed: dict[str, tuple[list[str], str]] = {}
     lines = []
     for e in err.errors():
         key = prefix + _format_loc(e["loc"])
@@ -41,9 +53,13 @@ def _pydantic_message(err: ValidationError, source: str, prefix: str = "") -> st
             lines.append(f"missing key '{key}'")
         else:
             got = e.get("input")
-            got_s = "" if isinstance(got, (dict, list)) else f" (got {_short(got)})"
+            msgs, _ = keyed.setdefault(key, ([], "" if isinstance(got, (dict, list)) else f" (got {_short(got)})"))
             msg = e["msg"].removeprefix("Value error, ")
-            lines.append(f"key '{key}': {msg}{got_s}" if key else msg)
+            if msg not in msgs:
+                msgs.append(msg)
+    for key, (msgs, got) in keyed.items():
+        text = " or ".join(msgs) + got
+        lines.append(f"key '{key}': {text}" if key else text)
     return f"invalid config {source}: " + "; ".join(lines)
 
 
@@ -254,6 +270,13 @@ def _check_files(exp: Experiment, source: str) -> None:
     except DataError as err:
         raise ConfigError(f"invalid config {source}: key 'data.root': {err}") from None
     _check_output_dir(exp, source)
+    if os.environ.get("LOCAL_RANK") is None:  # under torchrun each process picks its own device
+        from softlabels.engine.env import select_device
+
+        try:
+            select_device(exp.runtime.device)
+        except UserError as err:
+            raise ConfigError(f"invalid config {source}: {err}") from None
 
 
 # ---------------------------------------------------------------------------------------------- entry points
@@ -262,9 +285,9 @@ def validate_config(raw: dict, source: str = "<dict>", *, check_files: bool = Tr
 
     Beyond types: the modules of ``imports`` load; the dataset, method, models, callbacks and loggers
     exist and their options are valid; distillation methods have a teacher; class counts agree with the
-    dataset; no number is NaN/inf or beyond 64 bits. With ``check_files``: referenced checkpoints exist
-    and fit the dataset (classes, input channels), ``data.root`` holds the data, the run folder can be
-    written.
+    dataset; no number is NaN/inf or beyond 64 bits. With ``check_files`` (this machine's files and
+    devices): referenced checkpoints exist and fit the dataset (classes, input channels), ``data.root``
+    holds the data, the run folder can be written, ``runtime.device`` is available.
     """
     if not isinstance(raw, dict):
         raise ConfigError(f"invalid config {source}: expected a mapping of sections, got {type(raw).__name__}")
