@@ -464,3 +464,58 @@ def test_imagenet_workers_val_split_and_missing(fake_imagenet, tmp_path):
     assert torch.equal(a[0], b[0]) and torch.equal(a[2], b[2])  # augmentation independent of workers
     with pytest.raises(DataError, match=str(tmp_path / "nowhere" / "train")):
         build_data(data_cfg("imagenet", root=str(tmp_path / "nowhere")))
+
+
+# ----------------------------------------------------------------------------- typed configs
+def test_each_dataset_validates_its_own_config_and_knows_its_traits(tmp_path, fake_imagenet):
+    from softlabels.data import DATASET_CONFIGS, DatasetTraits
+    from softlabels.data.cifar import Cifar10Config, Cifar100Config
+    from softlabels.data.fashion_mnist import FashionMNISTConfig
+    from softlabels.data.imagenet import ImageNetConfig
+    from softlabels.data.synthetic import SyntheticDataConfig
+    from softlabels.errors import ConfigError
+
+    expected = {"fashion_mnist": (FashionMNISTConfig, DatasetTraits(10, 1)),
+                "cifar10": (Cifar10Config, DatasetTraits(10, 3)),
+                "cifar100": (Cifar100Config, DatasetTraits(100, 3)),
+                "synthetic": (SyntheticDataConfig, DatasetTraits(4, 3)),
+                "imagenet": (ImageNetConfig, DatasetTraits(2, 3))}
+    for name, (cls, traits) in expected.items():
+        cfg = data_cfg(name, **({"root": str(fake_imagenet)} if name == "imagenet" else {}))
+        assert type(cfg) is cls and DATASET_CONFIGS[name] is cls and cfg.traits() == traits, name
+    assert data_cfg("imagenet", root=str(tmp_path / "nowhere")).traits() == DatasetTraits(None, 3)
+    # the synthetic shape is typed (unknown keys named); other datasets accept the key old run folders carry
+    with pytest.raises(ConfigError, match=r"data\.synthetic\.colour"):
+        data_cfg(synthetic={"colour": 3})
+    legacy = data_config({"name": "cifar10", "synthetic": {"num_classes": 10}})
+    assert legacy.model_dump()["synthetic"] == {"num_classes": 10}
+    assert "synthetic" not in data_cfg("cifar10").model_dump()  # not written when not given
+    with pytest.raises(ConfigError, match=r"key 'data\.name': unknown dataset 'mnist'"):
+        data_config({"name": "mnist"})
+    with pytest.raises(ConfigError, match=r"data\.eval_batch_size"):
+        data_config({"name": "cifar10", "eval_batch_size": 0})
+
+
+def test_a_base_config_is_resolved_to_the_dataset_class():
+    """``DataConfig(name=...)`` (or a dict) handed to build_data is validated into the dataset's class once."""
+    from softlabels.data import validate_data_config
+    from softlabels.data.synthetic import SyntheticDataConfig
+
+    base = DataConfig(name="synthetic", batch_size=16, synthetic={"num_classes": 3, "train_size": 30, "test_size": 9,
+                                                                   "image_size": 8})
+    typed = validate_data_config(base)
+    assert type(typed) is SyntheticDataConfig and typed.synthetic.num_classes == 3 and typed.batch_size == 16
+    assert validate_data_config(typed) is typed  # already typed: the same object
+    bundle = build_data(base)
+    assert bundle.info.num_classes == 3 and bundle.info.train_size == 30
+
+
+def test_check_files_per_dataset(tmp_path, fake_imagenet):
+    for name in ("cifar10", "cifar100", "imagenet"):
+        with pytest.raises(DataError, match=str(tmp_path / "nowhere")):
+            data_cfg(name, root=str(tmp_path / "nowhere")).check_files()
+    data_cfg("imagenet", root=str(fake_imagenet)).check_files()
+    data_cfg("cifar10", root=str(tmp_path / "nowhere"), download=True).check_files()  # will be downloaded
+    data_cfg("synthetic").check_files()  # nothing to find
+    write_fake_cifar(tmp_path / "c")
+    data_cfg("cifar10", root=str(tmp_path / "c")).check_files()

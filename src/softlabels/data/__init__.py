@@ -5,8 +5,10 @@ normalised with the dataset mean/std; targets int64 (B,); indices int64 (B,), th
 in the full original training (or test) set. ``loader.set_epoch(epoch)`` makes an epoch's order and
 augmentation a pure function of (seed, epoch).
 
-Each module of this package registers its builder with ``@register_dataset``; they are imported
-automatically, so adding a dataset is one new file.
+Each module of this package registers its builder with ``@register_dataset(name, config=...)``: the
+builder receives the validated config of its own class (a :class:`DataConfig` subclass in the same file,
+which also states the class count and channels known without reading data, and checks ``data.root``).
+Modules are imported automatically, so adding a dataset is one new file.
 """
 
 from __future__ import annotations
