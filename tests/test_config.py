@@ -265,7 +265,7 @@ def assert_one_line_error(rc: int, err: str, *needles: str) -> None:
         assert needle in err, (needle, err)
 
 
-@pytest.mark.parametrize("name", ["../../escape", "/some/absolute/path", "a/../../b", ""])
+@pytest.mark.parametrize("name", ["../../escape", "/some/absolute/path", "a/../../b", "", ".", "./"])
 def test_run_name_must_stay_inside_output_dir(tmp_path, tiny, capsys, name):
     path = write(tmp_path, tiny(tmp_path))
     rc, err = cli(["validate", path, f"name={name}"], capsys)
@@ -446,3 +446,18 @@ def test_every_validate_check_is_a_one_line_error(tmp_path, tiny, capsys, overri
                           "cache": override.startswith("teacher.train_mode")}
     rc, err = cli(["validate", write(tmp_path, cfg), override], capsys)
     assert_one_line_error(rc, err, needle)
+
+
+def test_logger_library_missing_is_an_environment_check(tmp_path, tiny, monkeypatch):
+    """A run folder that used tensorboard still validates without it (for reading); train-time validation refuses."""
+    import softlabels.callbacks.tensorboard as tb
+    from softlabels.errors import UserError as _UserError
+
+    def missing(*args, **kwargs):
+        raise _UserError("logger 'tensorboard' needs the tensorboard package: pip install softlabels[tensorboard]")
+
+    monkeypatch.setattr(tb, "require", missing)
+    cfg = tiny(tmp_path, loggers=["tensorboard"])
+    assert validate_config(cfg, "exp.yaml", check_files=False).loggers == ["tensorboard"]
+    with pytest.raises(ConfigError, match=r"exp\.yaml.*pip install softlabels\[tensorboard\]"):
+        validate_config(cfg, "exp.yaml")

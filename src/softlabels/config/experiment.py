@@ -244,6 +244,8 @@ def _run_name_problem(name: str) -> str | None:
     parts = name.replace("\\", "/").split("/")
     if ".." in parts:
         return "must stay inside output_dir (no '..')"
+    if not [p for p in parts if p not in ("", ".")]:
+        return "must name a folder inside output_dir, not output_dir itself"
     if any(ord(c) < 32 for c in name):
         return "must not contain control characters"
     return None

@@ -199,8 +199,9 @@ def _check_models_and_classes(exp: Experiment, source: str) -> None:
             )
 
 
-def _check_callbacks(exp: Experiment, source: str) -> None:
-    """Names and options of ``callbacks``/``loggers`` entries, checked against the registered Params."""
+def _check_callbacks(exp: Experiment, source: str, environment: bool) -> None:
+    """Names and options of ``callbacks``/``loggers`` entries, checked against the registered Params;
+    with ``environment``, also that the libraries they need are installed."""
     if not (exp.callbacks or exp.loggers):
         return
     from softlabels.callbacks import build_callbacks
@@ -210,6 +211,9 @@ def _check_callbacks(exp: Experiment, source: str) -> None:
         build_callbacks(exp.loggers, "logger")
     except ConfigError as err:
         raise ConfigError(f"invalid config {source}: {err}") from None
+    except UserError as err:  # an optional library is missing: matters only where the run trains
+        if environment:
+            raise ConfigError(f"invalid config {source}: {err}") from None
 
 
 def _check_checkpoint_fits(exp: Experiment, key: str, path: str, source: str) -> None:
@@ -303,7 +307,7 @@ def validate_config(raw: dict, source: str = "<dict>", *, check_files: bool = Tr
         raise ConfigError(_pydantic_message(err, source)) from None
     _check_numbers(exp.model_dump(), source)  # values parsed from strings ("1e400") and method options
     _check_models_and_classes(exp, source)
-    _check_callbacks(exp, source)
+    _check_callbacks(exp, source, environment=check_files)
     if check_files:
         _check_files(exp, source)
     return exp
