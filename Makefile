@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data browser demo test lint clean
+.PHONY: setup data browser demo test lint docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ test: setup data browser
 
 lint: setup
 	$(VENV)/bin/ruff check src tests
+
+# docs/configs.md from the config models (tests/test_config.py fails when it is stale).
+docs: setup
+	$(PY) -m softlabels.config.docs --write docs/configs.md
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

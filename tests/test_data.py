@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import pickle
 from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -16,11 +17,11 @@ from softlabels.data import (
     InMemoryLoader,
     SyntheticSpec,
     build_data,
+    data_config,
     list_datasets,
     make_synthetic,
     random_crop_flip,
     read_idx,
-    data_config,
     stratified_split,
 )
 from softlabels.data import cifar as cifar_module

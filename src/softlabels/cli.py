@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -34,9 +35,18 @@ def _cmd_train(args) -> int:
             from softlabels.config import apply_overrides, validate_config
 
             exp = validate_config(apply_overrides(exp.model_dump(mode="json"), args.overrides), f"{args.resume}/config.yaml")
-    summary = train(exp, resume_dir=args.resume)
-    print(json.dumps({k: summary[k] for k in ("name", "best_top1", "last_top1", "best_epoch", "wall_time_s")}))
-    print(f"run folder: {args.resume or exp.run_dir}", file=sys.stderr)
+    from softlabels.callbacks.console import interrupt_notice, set_quiet
+
+    set_quiet(args.quiet)
+    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun: one summary, one notice
+    try:
+        summary = train(exp, resume_dir=args.resume)
+    except KeyboardInterrupt as exc:
+        if main_process and not getattr(exc, "softlabels_notice_shown", False):  # stopped before the run began
+            print(f"softlabels: {interrupt_notice(args.resume or exp.run_dir)}", file=sys.stderr)
+        return 130
+    if main_process:  # the human summary is on stderr (and in train.log); the result line on stdout
+        print(json.dumps({k: summary[k] for k in ("name", "best_top1", "last_top1", "best_epoch", "wall_time_s")}))
     return 0
 
 
@@ -75,7 +85,6 @@ def _cmd_list(args) -> int:
     from softlabels.data import list_datasets
     from softlabels.methods import list_methods
     from softlabels.models import list_models
-
     from softlabels.resources import list_configs
 
     what = {"models": list_models, "methods": list_methods, "datasets": list_datasets, "configs": list_configs}
@@ -122,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", help="experiment YAML file, or a shipped config name (fashion_mnist/wsl)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=0.1 method.temperature=2")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="console: warnings, errors and the result line only (train.log keeps everything)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("validate", help="check a config without training")
@@ -204,8 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as err:
         print(f"softlabels: training stopped: {err}", file=sys.stderr)
         return 3
-    except KeyboardInterrupt:
-        print("softlabels: interrupted; continue with `softlabels train --resume RUN_DIR`", file=sys.stderr)
+    except KeyboardInterrupt:  # `train` names the run folder to resume itself
+        print("softlabels: interrupted", file=sys.stderr)
         return 130
 
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic_core import PydanticUndefined
 
 from softlabels.config.experiment import Experiment, MethodConfig
 from softlabels.data import DATASET_CONFIGS, DATASETS, DataConfig

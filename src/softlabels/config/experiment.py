@@ -26,6 +26,7 @@ from softlabels.errors import UserError
 from softlabels.methods.base import MethodParams
 from softlabels.schema import StrictModel
 
+
 class InfoDropConfig(StrictModel):
     """Informative dropout (Shi et al., ICML 2020) after named stages of the student."""
 
