@@ -15,10 +15,12 @@ per candidate, initialised to 0 = uniform)::
 **Stage 1, search** (the ``init_epochs`` phase, default 10 epochs). Each training step:
 
 1. *architecture step* on a held-out batch: the **bridge loss** with gradients for alpha only,
-   one step of Adam (DARTS: lr 3e-4, betas (0.5, 0.999), weight decay 1e-3; first-order). alpha
-   stays out of the student optimizer (``requires_grad`` is off except inside this step, the
-   gradient comes from ``torch.autograd.grad``, no ``.grad`` is left anywhere); its Adam moments
-   are buffers in ``auxiliary["arch"]``, so checkpoints hold them and a resume is exact.
+   one step of ``torch.optim.Adam`` (DARTS: lr 3e-4, betas (0.5, 0.999), weight decay 1e-3;
+   first-order). alpha stays out of the student optimizer (``requires_grad`` is off except inside
+   this step, the gradient comes from ``torch.autograd.grad`` and is cleared after the step, no
+   ``.grad`` is left anywhere); the Adam is returned by :meth:`DFA.configure_optimizers` as
+   ``"arch"`` (constant LR, stepped by the method), so the trainer checkpoints its moments and a
+   resume is exact. Under torchrun alpha's gradient is averaged over processes first.
 2. *weight step* (the trainer's) on the training batch with alpha fixed:
    ``ce_weight`` CE + ``weight`` x feature loss toward the current aggregation +
    ``bridge_weight`` x bridge loss (this trains the bridge connectors and the student).
@@ -60,18 +62,16 @@ its block's last BN, as OFD, or estimated from sampled features when there is no
 
 Terms: search ``ce``, ``dfa``, ``bridge``; distillation ``ce``, ``dfa``. :meth:`diagnostics`
 puts the aggregation weights (``dfa_<stage>_w<k>``) and the mean architecture-step bridge loss into
-every metrics.jsonl row; the weights are also printed after every search epoch and when
-distillation starts, and alpha is saved in ``last.pt`` / ``best.pt`` (``auxiliary["arch"]``).
+every metrics.jsonl row; the weights are also logged (the "softlabels" logger) after every search
+epoch and when distillation starts, :meth:`artifacts` writes them to ``dfa_alpha.json``, and alpha
+is saved in ``last.pt`` / ``best.pt`` (``auxiliary["arch"]``).
 ``alpha_init`` starts from given logits (e.g. a finished search's, with ``init_epochs: 0`` to
 distil a fresh student with a found aggregation, the DARTS "retrain" protocol).
 """
 from __future__ import annotations
 
-import contextlib
-import sys
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -79,11 +79,29 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import nn
 
+from softlabels.engine.optim import OptimizerSpec
 from softlabels.errors import ConfigError
 from softlabels.features import FeatureCapture
-from softlabels.methods._feature_utils import ConvReg, paired_stages
+from softlabels.methods._dfa_parts import (  # noqa: F401  (aggregate, stage_candidates, ... are public here)
+    ArchParams,
+    _aggregate_from,
+    _Layout,
+    _Margins,
+    _replace_with,
+    _store,
+    aggregate,
+    batch_rows,
+    build_layout,
+    candidate_margins,
+    forward_hooks,
+    frozen_bn_stats,
+    initial_alpha,
+    stage_candidates,
+    val_chunks,
+)
+from softlabels.methods._feature_utils import ConvReg
 from softlabels.methods.base import Batch, Distiller, register_method
-from softlabels.methods.ofd import MarginReLUParams, _connector, bn_margin, feature_margin, partial_l2
+from softlabels.methods.ofd import MarginReLUParams, _connector, partial_l2
 
 
 class DFAParams(MarginReLUParams):
@@ -114,160 +132,6 @@ class DFAParams(MarginReLUParams):
         return v
 
 
-# ----------------------------------------------------------------------------- helpers
-def stage_candidates(model: nn.Module, stage: str) -> list[str]:
-    """Module paths of the blocks inside ``model``'s feature ``stage`` (the stage itself if it has none).
-
-    The blocks are the children of the stage module when it is an ``nn.Sequential``, else of its
-    only ``nn.Sequential`` child (WRN's ``NetworkBlock.layer``). Not filtered by shape.
-    """
-    path = model.feature_layers[stage]
-    module = model.get_submodule(path)
-    seq_path = None
-    if isinstance(module, nn.Sequential):
-        seq_path = path
-    else:
-        seqs = [name for name, child in module.named_children() if isinstance(child, nn.Sequential)]
-        if len(seqs) == 1:
-            seq_path = f"{path}.{seqs[0]}"
-    if seq_path is None or len(model.get_submodule(seq_path)) == 0:
-        return [path]
-    return [f"{seq_path}.{k}" for k in range(len(model.get_submodule(seq_path)))]
-
-
-def aggregate(features: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
-    """``sum_k weights[k] * features[k]`` (features of one shape, weights (K,))."""
-    out = features[0] * weights[0].to(features[0].dtype)
-    for k in range(1, len(features)):
-        out = out + features[k] * weights[k].to(features[k].dtype)
-    return out
-
-
-@contextlib.contextmanager
-def forward_hooks(pairs: list[tuple[nn.Module, object]]) -> Iterator[None]:
-    """Register ``(module, hook)`` forward hooks (in order) for the duration of the block."""
-    handles = [module.register_forward_hook(hook) for module, hook in pairs]
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
-@contextlib.contextmanager
-def frozen_bn_stats(*modules: nn.Module) -> Iterator[None]:
-    """BatchNorm layers keep normalising with batch statistics (train mode) but their running
-    statistics and ``num_batches_tracked`` are restored unchanged (momentum 0 inside the block)."""
-    saved, seen = [], set()
-    for module in modules:
-        for m in module.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and id(m) not in seen:
-                seen.add(id(m))
-                count = m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None
-                saved.append((m, m.momentum, count))
-                m.momentum = 0.0
-    try:
-        yield
-    finally:
-        for m, momentum, count in saved:
-            m.momentum = momentum
-            if count is not None:
-                m.num_batches_tracked.copy_(count)
-
-
-def _store(store: dict, key: int):
-    def hook(_module, _inputs, output):
-        store[key] = output
-
-    return hook
-
-
-def _replace_with(value: torch.Tensor):
-    def hook(_module, _inputs, _output):
-        return value
-
-    return hook
-
-
-def _aggregate_from(store: dict, count: int, weights: torch.Tensor):
-    def hook(_module, _inputs, _output):
-        return aggregate([store[k] for k in range(count)], weights)
-
-    return hook
-
-
-class ArchParams(nn.Module):
-    """The architecture logits alpha_i (``alpha.<i>``) and their Adam state (buffers ``m<i>``, ``v<i>``, ``step``)."""
-
-    def __init__(self, logits: list[torch.Tensor]) -> None:
-        super().__init__()
-        self.alpha = nn.ParameterList([nn.Parameter(a.clone().float(), requires_grad=False) for a in logits])
-        for i, a in enumerate(logits):
-            self.register_buffer(f"m{i}", torch.zeros_like(a, dtype=torch.float32))
-            self.register_buffer(f"v{i}", torch.zeros_like(a, dtype=torch.float32))
-        self.register_buffer("step", torch.zeros((), dtype=torch.float64))
-
-    def weights(self, mode: str = "softmax") -> list[torch.Tensor]:
-        """Per stage (K_i,) aggregation weights: softmax of alpha_i, or the one-hot of its argmax."""
-        if mode == "argmax":
-            return [F.one_hot(a.detach().argmax(), a.numel()).float() for a in self.alpha]
-        return [torch.softmax(a.float(), dim=0) for a in self.alpha]
-
-    @torch.no_grad()
-    def adam_step(self, grads: list[torch.Tensor], lr: float, betas: tuple[float, float], weight_decay: float,
-                  eps: float) -> None:
-        """``torch.optim.Adam``'s update (L2 weight decay added to the gradient, no amsgrad)."""
-        self.step += 1
-        t = float(self.step)
-        b1, b2 = betas
-        for i, (a, g) in enumerate(zip(self.alpha, grads)):
-            m, v = getattr(self, f"m{i}"), getattr(self, f"v{i}")
-            g = g.float()
-            if weight_decay:
-                g = g.add(a, alpha=weight_decay)
-            m.lerp_(g, 1 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            denom = (v.sqrt() / (1 - b2**t) ** 0.5).add_(eps)
-            a.addcdiv_(m, denom, value=-lr / (1 - b1**t))
-
-
-class _Margins(nn.Module):
-    """Per paired stage a (K_i, C_i) buffer ``margin<i>``: the margin of every candidate's channels."""
-
-    def __init__(self, margins: list[torch.Tensor]) -> None:
-        super().__init__()
-        for i, m in enumerate(margins):
-            self.register_buffer(f"margin{i}", m.clone())
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return getattr(self, f"margin{i}")
-
-
-@dataclass
-class _Layout:
-    """Which features DFA uses (structure only, before shapes are known)."""
-
-    s_stages: list[str]  # paired student stage names (post-ReLU outputs, the bridge's inputs)
-    t_stages: list[str]  # paired teacher stage names
-    s_distill: list[str]  # student features distilled in stage 2 (pre-ReLU when declared)
-    t_candidates: list[list[str]]  # teacher candidate block paths per paired stage (unfiltered)
-    t_pre: list[list[str]]  # their pre-ReLU paths (``<block>.preact``), or the blocks themselves
-    t_pre_relu: list[bool]  # whether t_pre really are pre-ReLU features
-
-
-def _has_module(model: nn.Module, path: str) -> bool:
-    try:
-        model.get_submodule(path)
-    except AttributeError:
-        return False
-    return True
-
-
-def _last_bn(model: nn.Module, block_path: str, channels: int) -> nn.BatchNorm2d | None:
-    """The last BatchNorm2d directly owned by the block (OFD's ``get_bn_before_relu`` rule)."""
-    bns = [m for m in model.get_submodule(block_path).children() if isinstance(m, nn.BatchNorm2d)]
-    bn = bns[-1] if bns else None
-    return bn if bn is not None and bn.affine and bn.num_features == channels else None
 
 
 # ----------------------------------------------------------------------------- the method
@@ -279,26 +143,9 @@ class DFA(Distiller):
 
     # ---------------------------------------------------------------- declarations
     def _layout(self) -> _Layout:
-        cached = self.__dict__.get("_layout_cache")
-        if cached is not None:
-            return cached
-        s_stages, t_stages = paired_stages(self.student, self.teacher, "DFA")
-        s_layers = getattr(self.student, "feature_layers", {})
-        s_distill = [f"{s}_pre_relu" for s in s_stages]
-        if any(n not in s_layers for n in s_distill):
-            s_distill = list(s_stages)
-        cands, pres, is_pre = [], [], []
-        for stage in t_stages:
-            blocks = stage_candidates(self.teacher, stage)
-            cands.append(blocks)
-            if all(_has_module(self.teacher, f"{b}.preact") for b in blocks):
-                pres.append([f"{b}.preact" for b in blocks])
-                is_pre.append(True)
-            else:
-                pres.append(list(blocks))
-                is_pre.append(False)
-        layout = _Layout(list(s_stages), list(t_stages), s_distill, cands, pres, is_pre)
-        self.__dict__["_layout_cache"] = layout
+        layout = self.__dict__.get("_layout_cache")
+        if layout is None:
+            layout = self.__dict__["_layout_cache"] = build_layout(self.student, self.teacher)
         return layout
 
     def student_features(self) -> list[str]:
@@ -335,18 +182,7 @@ class DFA(Distiller):
             self.candidates.append([blocks[k] for k in keep])
             self.candidates_pre.append([pres[k] for k in keep])
         n = len(lay.s_stages)
-        # architecture parameters
-        if p.alpha_init is not None:
-            sizes = [len(c) for c in self.candidates]
-            if len(p.alpha_init) != n or [len(a) for a in p.alpha_init] != sizes:
-                raise ConfigError(
-                    f"method.alpha_init needs one list per paired stage with one logit per candidate, "
-                    f"i.e. lengths {sizes}; got {[len(a) for a in p.alpha_init]}"
-                )
-            logits = [torch.tensor(a, dtype=torch.float32) for a in p.alpha_init]
-        else:
-            logits = [torch.zeros(len(c)) for c in self.candidates]
-        self.auxiliary["arch"] = ArchParams(logits).to(device)
+        self.auxiliary["arch"] = ArchParams(initial_alpha(p.alpha_init, self.candidates)).to(device)
         # connectors: distillation (student pre-ReLU -> teacher channels) and the two bridge directions
         distill, st, ts, margins = nn.ModuleList(), nn.ModuleList(), nn.ModuleList(), []
         for i in range(n):
@@ -357,11 +193,7 @@ class DFA(Distiller):
             t_out = t_feats[f"module:{self.candidates[i][-1]}"]
             st.append(ConvReg(s_out.shape, t_out.shape, relu=bool(t_out.min() >= 0)))
             ts.append(ConvReg(t_out.shape, s_out.shape, relu=bool(s_out.min() >= 0)))
-            rows = []
-            for block, feat in zip(self.candidates[i], t_pre):
-                bn = _last_bn(self.teacher, block, feat.shape[1]) if lay.t_pre_relu[i] else None
-                rows.append(bn_margin(bn.weight, bn.bias) if bn is not None else feature_margin(feat))
-            margins.append(torch.stack(rows))
+            margins.append(candidate_margins(self.teacher, self.candidates[i], t_pre, lay.t_pre_relu[i]))
         self.auxiliary["connectors"] = distill.to(device)
         self.auxiliary["bridge_st"] = st.to(device)
         self.auxiliary["bridge_ts"] = ts.to(device)
@@ -385,6 +217,22 @@ class DFA(Distiller):
         arch = self.auxiliary["arch"] if "arch" in self.auxiliary else None
         own = {id(q) for q in arch.parameters()} if arch is not None else set()
         return [q for q in super().trainable_parameters() if id(q) not in own]
+
+    @property
+    def arch_optimizer(self) -> torch.optim.Adam:
+        """alpha's Adam (made on first use, after :meth:`setup`; the trainer checkpoints it as "arch")."""
+        opt = self.__dict__.get("_arch_optimizer")
+        if opt is None:
+            p = self.params
+            opt = torch.optim.Adam(list(self.arch.alpha), lr=p.arch_lr, betas=tuple(p.arch_betas),
+                                   weight_decay=p.arch_weight_decay, eps=p.arch_eps)
+            self.__dict__["_arch_optimizer"] = opt
+        return opt
+
+    def configure_optimizers(self, optim, lr: float) -> dict[str, OptimizerSpec]:
+        """The student's "main" optimizer and alpha's Adam ("arch": constant LR, stepped in the search)."""
+        return {**super().configure_optimizers(optim, lr),
+                "arch": OptimizerSpec(self.arch_optimizer, lr_rule="constant", stepped_by="method")}
 
     # ---------------------------------------------------------------- aggregation
     @property
@@ -465,20 +313,8 @@ class DFA(Distiller):
     def _held_out_chunk(self, size: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The next validation chunk of ``size`` images (cycling the val split in order)."""
         if self._val_stream is None:
-            self._val_stream = self._val_chunks(self._val_loader, max(size, 2))
+            self._val_stream = val_chunks(self._val_loader, max(size, 2))
         return next(self._val_stream, None)
-
-    @staticmethod
-    def _val_chunks(loader, size: int):
-        while True:
-            produced = False
-            for images, targets, _ in loader:
-                for s in range(0, targets.numel(), size):
-                    if targets[s:s + size].numel() >= 2:  # BatchNorm in train mode needs two samples
-                        produced = True
-                        yield images[s:s + size], targets[s:s + size]
-            if not produced:
-                return
 
     def _plain_features(self, images: torch.Tensor) -> tuple[dict, dict]:
         """No-grad student stage outputs and teacher candidates of ``images`` (statistics untouched)."""
@@ -497,7 +333,7 @@ class DFA(Distiller):
 
         Runs in float32 with autocast off; gradients reach alpha only; no running statistics change.
         """
-        p, arch = self.params, self.arch
+        arch = self.arch
         alphas = list(arch.alpha)
         with torch.autocast(images.device.type, enabled=False):
             images = images.float()
@@ -514,32 +350,23 @@ class DFA(Distiller):
             finally:
                 for a in alphas:
                     a.requires_grad_(False)
-        grads = [torch.zeros_like(a) if g is None else g for a, g in zip(alphas, grads)]
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            world = torch.distributed.get_world_size()
-            for g in grads:
-                torch.distributed.all_reduce(g)
-                g.div_(world)
+        grads = [torch.zeros_like(a) if g is None else g.float() for a, g in zip(alphas, grads)]
+        self.average_over_processes(grads)
         self.last_arch_grads = [g.detach().clone() for g in grads]
-        arch.adam_step(grads, p.arch_lr, tuple(p.arch_betas), p.arch_weight_decay, p.arch_eps)
+        opt = self.arch_optimizer
+        for a, g in zip(alphas, grads):
+            a.grad = g
+        try:
+            opt.step()
+        finally:
+            for a in alphas:
+                a.grad = None
         loss = loss.detach()
         step = torch.stack([loss.double(), torch.ones((), dtype=torch.float64, device=loss.device)])
         self._diag = step if self._diag is None else self._diag + step
         return loss
 
     # ---------------------------------------------------------------- terms
-    @staticmethod
-    def _rows(batch: Batch, rows: slice) -> Batch:
-        def cut(t):
-            return None if t is None else t[rows]
-
-        return Batch(
-            images=batch.images[rows], targets=batch.targets[rows], student_logits=batch.student_logits[rows],
-            teacher_logits=cut(batch.teacher_logits), indices=cut(batch.indices),
-            student_features={k: v[rows] for k, v in batch.student_features.items()},
-            teacher_features={k: v[rows] for k, v in batch.teacher_features.items()}, epoch=batch.epoch,
-        )
-
     def _search_mode(self) -> str:
         p = self.params
         if p.search_split == "auto":
@@ -565,7 +392,7 @@ class DFA(Distiller):
                         {f"module:{q}": batch.teacher_features[f"module:{q}"][held]
                          for stage in self.candidates for q in stage},
                     )
-                    batch = self._rows(batch, slice(0, k))
+                    batch = batch_rows(batch, slice(0, k))
         weights = self._weights(searching)
         terms = {
             "ce": p.ce_weight * F.cross_entropy(batch.student_logits.float(), batch.targets),
@@ -579,10 +406,6 @@ class DFA(Distiller):
         return terms
 
     # ---------------------------------------------------------------- diagnostics
-    def _is_main(self) -> bool:
-        dist = torch.distributed.is_available() and torch.distributed.is_initialized()
-        return not dist or torch.distributed.get_rank() == 0
-
     def format_weights(self) -> str:
         lay = self._layout()
         return "; ".join(f"{t}: [{', '.join(f'{w:.3f}' for w in ws)}]"
@@ -602,7 +425,7 @@ class DFA(Distiller):
 
     def diagnostics(self, reset: bool = True) -> dict[str, float]:
         """Aggregation weights ``dfa_<teacher stage>_w<k>`` and, after search steps, ``dfa_arch_bridge``
-        (mean held-out bridge loss of the epoch's architecture steps). Prints the weights after
+        (mean held-out bridge loss of the epoch's architecture steps). Logs the weights after
         every search epoch and once when distillation starts."""
         lay = self._layout()
         weights = self.aggregation_weights()
@@ -612,14 +435,13 @@ class DFA(Distiller):
             out["dfa_arch_bridge"] = loss / n
         if reset:
             self._diag = None
-        if self._is_main():
-            if self.epoch < self.init_epochs:
-                print(f"DFA search epoch {self.epoch + 1}/{self.init_epochs}, aggregation weights: "
-                      f"{self.format_weights()}", file=sys.stderr, flush=True)
-            elif not self._announced:
-                alpha = [[round(float(a), 4) for a in t] for t in self.arch.alpha]
-                print(f"DFA distilling with aggregation ({self.params.aggregation}) {self.format_weights()}; "
-                      f"alpha {alpha}", file=sys.stderr, flush=True)
+        if self.epoch < self.init_epochs:
+            self.log.info(f"DFA search epoch {self.epoch + 1}/{self.init_epochs}, aggregation weights: "
+                          f"{self.format_weights()}")
+        elif not self._announced:
+            alpha = [[round(float(a), 4) for a in t] for t in self.arch.alpha]
+            self.log.info(f"DFA distilling with aggregation ({self.params.aggregation}) {self.format_weights()}; "
+                          f"alpha {alpha}")
         if self.epoch >= self.init_epochs:
             self._announced = True
         return out
