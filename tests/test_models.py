@@ -359,3 +359,39 @@ def test_torchvision_weight_enum_from_the_torch_home_cache(tmp_path, monkeypatch
         create_model("torchvision:resnet18", pretrained="IMAGENET1K_V7")
     with pytest.raises(UserError, match="1000 classes, not 10"):
         create_model("torchvision:resnet18", num_classes=10, pretrained="IMAGENET1K_V1")
+
+
+def test_torchvision_weights_as_teacher_checkpoint(tmp_path, monkeypatch):
+    """teacher.checkpoint: torchvision:ResNet18_Weights.IMAGENET1K_V1 reads the torch hub cache file."""
+    from conftest import tiny_experiment
+
+    from softlabels.config import validate_config
+    from softlabels.engine.checkpoint import sha256_of
+    from softlabels.engine.trainer import load_teacher
+    from softlabels.resources import resolve_path
+
+    def no_network(*args, **kwargs):
+        raise OSError("no network in tests")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    spec = "torchvision:ResNet18_Weights.IMAGENET1K_V1"
+    with pytest.raises(UserError, match=r"resnet18-f37072fd\.pth is not cached.*place the file there"):
+        resolve_path(spec)
+    torch.manual_seed(5)
+    import torchvision
+
+    reference = torchvision.models.resnet18(weights=None)
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    cache.mkdir(parents=True, exist_ok=True)  # the failed lookup above may have created it
+    torch.save(reference.state_dict(), cache / "resnet18-f37072fd.pth")
+    assert resolve_path("torchvision:resnet18.IMAGENET1K_V1") == resolve_path(spec) == cache / "resnet18-f37072fd.pth"
+    raw = tiny_experiment(tmp_path, method={"name": "kd"}, teacher={"name": "torchvision:resnet18", "checkpoint": spec})
+    raw["data"]["synthetic"]["num_classes"] = 1000
+    raw["data"]["synthetic"]["train_size"] = 1000
+    exp = validate_config(raw)
+    teacher, info = load_teacher(exp, 1000, 3, torch.device("cpu"))
+    assert torch.equal(teacher.fc.weight, reference.fc.weight)
+    assert info["checkpoint"] == spec and info["sha256"] == sha256_of(cache / "resnet18-f37072fd.pth")
+    with pytest.raises(UserError, match="unknown torchvision weights"):
+        resolve_path("torchvision:ResNet18_Weights.NOPE")

@@ -3,6 +3,8 @@
 * ``softlabels:REL`` names a file under the package's ``assets/`` folder, e.g.
   ``softlabels:teachers/fashion_mnist_resnet20.pt``; :func:`resolve_path` turns it (or a plain path) into a
   filesystem :class:`~pathlib.Path`. Runs record the string as written plus the file's sha256.
+* ``torchvision:ResNet34_Weights.IMAGENET1K_V1`` names torchvision's published weights: the file in the torch
+  hub cache, downloaded there on first use (the ImageNet teachers of the WSL recipe).
 * A config argument that is not an existing file is looked up among the shipped configs:
   ``fashion_mnist/wsl`` -> ``<package>/configs/fashion_mnist/wsl.yaml`` (:func:`find_config`).
 """
@@ -14,6 +16,8 @@ from pathlib import Path
 from softlabels.errors import ConfigError, UserError
 
 PREFIX = "softlabels:"
+#: ``torchvision:ResNet34_Weights.IMAGENET1K_V1`` names torchvision's published weights (teacher.checkpoint).
+TORCHVISION_PREFIX = "torchvision:"
 
 __all__ = ["PREFIX", "assets_root", "configs_root", "find_config", "is_resource", "list_configs", "resolve_path"]
 
@@ -38,11 +42,15 @@ def is_resource(text: str | Path) -> bool:
 
 
 def resolve_path(text: str | Path) -> Path:
-    """``softlabels:REL`` -> ``<package>/assets/REL``; anything else -> ``Path(text)`` unchanged.
+    """``softlabels:REL`` -> ``<package>/assets/REL``; ``torchvision:WEIGHTS`` -> the weights' file in the torch
+    hub cache (see :func:`torchvision_weights_path`); anything else -> ``Path(text)`` unchanged.
 
     Raises:
-        UserError: ``REL`` is empty, absolute or climbs out of ``assets/`` with ``..``.
+        UserError: ``REL`` is empty, absolute or climbs out of ``assets/`` with ``..``; unknown torchvision
+            weights, or weights neither cached nor downloadable.
     """
+    if isinstance(text, str) and text.startswith(TORCHVISION_PREFIX):
+        return torchvision_weights_path(text[len(TORCHVISION_PREFIX):])
     if not is_resource(text):
         return Path(text)
     rel = str(text)[len(PREFIX):]
@@ -51,6 +59,41 @@ def resolve_path(text: str | Path) -> Path:
         raise UserError(f"package resource {text!r} must name a file inside the package assets, e.g. "
                         f"{PREFIX}teachers/fashion_mnist_resnet20.pt")
     return assets_root().joinpath(*parts)
+
+
+def torchvision_weights_path(weights: str, *, download: bool = True) -> Path:
+    """The file of torchvision weights ``weights`` in ``$TORCH_HOME/hub/checkpoints``.
+
+    ``weights``: torchvision's enum spelling ``ResNet34_Weights.IMAGENET1K_V1`` or ``resnet34.IMAGENET1K_V1``
+    (model name, then the weight name; ``DEFAULT`` allowed). A file missing from the cache is downloaded
+    there (hash-checked by torch.hub) when ``download``; without network that is a one-line UserError
+    saying which file to place where. The file is a plain state dict, read later with ``weights_only=True``.
+    """
+    import os
+    from urllib.parse import urlparse
+
+    import torch
+    import torchvision
+
+    head, _, tail = weights.rpartition(".")
+    try:
+        if head in torchvision.models.list_models(module=torchvision.models):
+            enum = torchvision.models.get_model_weights(head)[tail]
+        else:
+            enum = torchvision.models.get_weight(weights)
+    except (KeyError, ValueError, AttributeError):
+        raise UserError(f"unknown torchvision weights {weights!r}; write e.g. torchvision:ResNet34_Weights.IMAGENET1K_V1 "
+                        "or torchvision:resnet34.IMAGENET1K_V1 (`softlabels list models` shows the weight names)") from None
+    path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(enum.url).path)
+    if not path.is_file() and download:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(enum.url, str(path), hash_prefix=path.stem.rsplit("-", 1)[-1],
+                                           progress=False)
+        except Exception as exc:
+            raise UserError(f"torchvision weights {weights}: {path} is not cached and {enum.url} cannot be downloaded "
+                            f"({type(exc).__name__}); place the file there (or set TORCH_HOME)") from None
+    return path
 
 
 def list_configs() -> list[str]:

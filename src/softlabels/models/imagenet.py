@@ -76,7 +76,7 @@ def create_torchvision_model(
         if name in _NO_AUX:
             options["transform_input"] = True  # as torchvision does for these weights
             options.pop("init_weights", None)
-        state = _cached_state_dict(enum)
+        state = _cached_state_dict(name, weights)
         if name in _NO_AUX:  # built without the auxiliary classifiers: drop their weights
             state = {k: v for k, v in state.items() if not k.startswith(("aux1.", "aux2.", "AuxLogits."))}
     if num_classes is None:
@@ -105,24 +105,17 @@ def _weights_enum(name: str, weights: str):
     return torchvision.models.get_model_weights(name)[weights]
 
 
-def _cached_state_dict(enum) -> dict:
+def _cached_state_dict(name: str, weights: str) -> dict:
     """The weights' state dict from the torch hub cache (``weights_only=True``); downloaded when absent."""
-    import os
-    from urllib.parse import urlparse
-
     import torch
 
-    cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urlparse(enum.url).path))
-    if os.path.isfile(cached):
-        try:
-            return torch.load(cached, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise UserError(f"cannot read cached weights {cached}: {type(exc).__name__}; delete it to download again") from None
+    from softlabels.resources import torchvision_weights_path
+
+    path = torchvision_weights_path(f"{name}.{weights}")
     try:
-        return torch.hub.load_state_dict_from_url(enum.url, map_location="cpu", check_hash=True, weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise UserError(f"cannot download {enum.url} to {cached} ({type(exc).__name__}); place the file there "
-                        "by hand or set TORCH_HOME to a folder that holds hub/checkpoints/<file>") from None
+        raise UserError(f"cannot read cached weights {path}: {type(exc).__name__}; delete it to download again") from None
 
 
 def _replace_first_conv(model: nn.Module, name: str, in_channels: int) -> None:
