@@ -461,3 +461,13 @@ def test_logger_library_missing_is_an_environment_check(tmp_path, tiny, monkeypa
     assert validate_config(cfg, "exp.yaml", check_files=False).loggers == ["tensorboard"]
     with pytest.raises(ConfigError, match=r"exp\.yaml.*pip install softlabels\[tensorboard\]"):
         validate_config(cfg, "exp.yaml")
+
+
+def test_checkpoint_classes_against_student_when_the_dataset_count_is_unknown(tmp_path):
+    """ImageNet's class count comes from its folders; before they exist student.num_classes is compared."""
+    ten = _fake_checkpoint(tmp_path / "ten.pt", 10, 3)
+    cfg = {"student": {"name": "resnet8", "num_classes": 5}, "method": {"name": "kd"},
+           "teacher": {"name": "resnet8", "checkpoint": str(ten)}, "output_dir": str(tmp_path),
+           "data": {"name": "imagenet", "root": str(tmp_path / "no_imagenet")}}
+    with pytest.raises(ConfigError, match=r"key 'teacher\.checkpoint'.*10 classes but student\.num_classes is 5"):
+        validate_config(cfg)

@@ -225,12 +225,15 @@ def _check_checkpoint_fits(exp: Experiment, key: str, path: str, source: str) ->
     except UserError as err:
         raise ConfigError(f"invalid config {source}: key '{key}': {err}") from None
     traits = exp.data.traits()
-    for what, saved, expected in (("classes", ckpt.get("num_classes"), traits.num_classes),
+    classes = traits.num_classes or exp.student.num_classes  # the dataset's, else the one the config states
+    for what, saved, expected in (("classes", ckpt.get("num_classes"), classes),
                                   ("input channels", ckpt.get("in_channels"), traits.in_channels)):
         if saved is not None and expected is not None and int(saved) != expected:
+            owner = f"dataset '{exp.data.name}' has" if traits.num_classes or what != "classes" else \
+                "student.num_classes is"
             raise ConfigError(
-                f"invalid config {source}: key '{key}': {path} was trained with {saved} {what} but dataset "
-                f"'{exp.data.name}' has {expected}; use a checkpoint trained on this dataset"
+                f"invalid config {source}: key '{key}': {path} was trained with {saved} {what} but {owner} "
+                f"{expected}; use a checkpoint trained on this dataset"
             )
 
 
