@@ -118,3 +118,56 @@ def test_tensorboard_writes_scalars_and_histogram(tmp_path):
     [h1, _] = hists["wsl/weight"]
     assert list(h1.histogram_value.bucket) == [0, 3, 5, 0, 2, 0, 0, 0, 0, 0]
     assert h1.histogram_value.bucket_limit[0] == pytest.approx(0.1) and h1.histogram_value.num == 10
+
+
+@pytest.mark.slow
+def test_two_epoch_run_with_all_three_loggers_then_resume(tmp_path, tiny, tiny_teacher, monkeypatch):
+    """A real WSL run writes what TensorBoard, W&B and MLflow read back; --resume continues the same runs."""
+    from mlflow.tracking import MlflowClient
+
+    from softlabels.cli import main
+
+    for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / "wandb_home"))
+    monkeypatch.setenv("WANDB_MODE", "offline")  # never the network
+    cfg = tiny(tmp_path, name="tracked", method={"name": "wsl", "temperature": 2},
+               teacher={"name": "resnet8", "checkpoint": str(tiny_teacher)}, epochs=2,
+               loggers=["tensorboard", {"name": "wandb", "project": "softlabels-test", "mode": "offline"},
+                        {"name": "mlflow", "experiment_name": "tiny"}])
+    from softlabels.config import validate_config
+    from softlabels.engine import train
+
+    train(validate_config(cfg))
+    run = tmp_path / "tracked"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+    scalars, hists = tensorboard_scalars(run / "tensorboard")
+    assert scalars["top1/test"] == [(r["epoch"], pytest.approx(r["test_top1"])) for r in rows]
+    assert [v for _, v in scalars["loss/train_wsl"]] == pytest.approx([r["train_loss_wsl"] for r in rows])
+    assert [v for _, v in scalars["regularization/share"]] == pytest.approx([r["reg_fraction"] for r in rows])
+    assert "lr" in scalars and "top5/test" in scalars
+    assert [list(h.histogram_value.bucket) for h in hists["wsl/weight"]] == [r["wsl_weight_hist"] for r in rows]
+
+    history = wandb_history(run)
+    assert [h["_step"] for h in history] == [1, 2]
+    assert [h["top1/test"] for h in history] == pytest.approx([r["test_top1"] for r in rows])
+    assert history[0]["wsl/weight/_type"] == "histogram" and history[0]["wsl/weight/values"] == rows[0]["wsl_weight_hist"]
+
+    ids = json.loads((run / "mlflow_run.json").read_text())
+    client = MlflowClient(ids["tracking_uri"])
+    assert ids["tracking_uri"] == f"sqlite:///{run.resolve()}/mlflow.db"
+    mrun = client.get_run(ids["id"])
+    assert mrun.info.status == "FINISHED" and mrun.data.params["method.temperature"] == "2"
+    assert [(m.step, m.value) for m in client.get_metric_history(ids["id"], "top1/test")] == \
+        [(r["epoch"], pytest.approx(r["test_top1"])) for r in rows]
+    assert client.list_artifacts(ids["id"], "wsl_weight_hist")[0].path == "wsl_weight_hist/epoch_0001.json"
+
+    # resume for a third epoch: the same TensorBoard folder, W&B run id and MLflow run continue
+    assert main(["train", "--resume", str(run), "schedule.epochs=3"]) == 0
+    scalars, _ = tensorboard_scalars(run / "tensorboard")
+    assert [s for s, _ in scalars["top1/test"]] == [1, 2, 3]
+    assert [m.step for m in client.get_metric_history(ids["id"], "top1/test")] == [1, 2, 3]
+    assert client.get_run(ids["id"]).info.status == "FINISHED"
+    wandb_id = json.loads((run / "wandb_run.json").read_text())["id"]
+    folders = sorted(run.glob("wandb/offline-run-*"))
+    assert len(folders) == 2 and all(f.name.endswith(wandb_id) for f in folders)

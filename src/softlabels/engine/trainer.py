@@ -1,10 +1,11 @@
 """The Trainer: one experiment from a validated config to a finished run folder.
 
 The loop itself trains, evaluates and picks the best epoch; everything else happens in callbacks
-(``softlabels.callbacks``) run for each event in ascending ``order``: method diagnostics and
-artifacts (10), regularization statistics (20) and per-sample dump (25), teacher-cache counts
-(30), checkpoints (50), metric files (60), console (90), then the config's ``callbacks:`` /
-``loggers:`` and those passed to :func:`train` (default order 100). See docs/architecture.md.
+(``softlabels.callbacks``) run for each event in ascending ``order``: train.log (0), method
+diagnostics and artifacts (10), regularization statistics (20) and per-sample dump (25), teacher-cache counts
+(30), checkpoints (50), metric files (60), console (90: header, progress bar, epoch lines,
+summary), then the config's ``callbacks:``, those passed to :func:`train` (default order 100)
+and the ``loggers:`` (200). See docs/architecture.md and docs/tracking.md.
 
 Data order and augmentation are a pure function of (seed, epoch) and the LR schedule a pure
 function of progress, so resuming from last.pt reproduces an uninterrupted run exactly on CPU.
@@ -14,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from torch import nn
 from softlabels.callbacks import Callback, build_callbacks, sort_callbacks
 from softlabels.callbacks.checkpointer import Checkpointer
 from softlabels.callbacks.console import Console
+from softlabels.callbacks.log_file import LogFile
 from softlabels.callbacks.method_hooks import MethodHooks
 from softlabels.callbacks.metric_files import MetricFiles
 from softlabels.callbacks.regularization import PerSampleDump, RegularizationStats
@@ -45,15 +46,6 @@ from softlabels.methods import Distiller, get_method
 from softlabels.models.base import count_parameters
 
 __all__ = ["Trainer", "evaluate", "experiment_from_run", "load_teacher", "run_or_resume", "train"]
-
-
-def _progress(iterable, total: int, desc: str, enabled: bool):
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    # disable=None: no bar when stderr is not a terminal (logs, CI), the per-epoch line remains
-    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr, disable=None)
 
 
 def _overrides(cb: Callback, event: str) -> bool:
@@ -143,7 +135,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ set-up
     def _build_callbacks(self, extra: list[Callback] | None) -> list[Callback]:
-        builtin: list[Callback] = [MethodHooks()]
+        builtin: list[Callback] = [LogFile(), MethodHooks()]
         if self.tracker is not None:
             builtin.append(RegularizationStats())
             if self.exp.runtime.per_sample_dump:
@@ -294,10 +286,7 @@ class Trainer:
         steps = len(loader)
         recent: list[torch.Tensor] = []
         check_every = 1 if self.device.type == "cpu" else 25
-        show = exp.runtime.progress and self.dist.is_main
-        bar = _progress(loader, steps, f"epoch {epoch + 1}/{self.total_epochs}", show)
-        t0 = time.perf_counter()
-        for step, (images, targets, indices) in enumerate(bar):
+        for step, (images, targets, indices) in enumerate(loader):
             # an initialisation phase (AB, FSP, FT) runs at the base LR before the main schedule
             set_scheduled_lr(self.optimizer_specs, exp.schedule, epoch, step, steps, method.init_epochs)
             if exp.runtime.channels_last:
@@ -321,11 +310,8 @@ class Trainer:
                 sums += values
             correct += (logits.detach().argmax(1) == targets).sum()
             seen += n
-            for cb in batch_callbacks:
+            for cb in batch_callbacks:  # the console's progress bar among them
                 cb.on_train_batch_end(self, out, (images, targets, indices))
-            if bar is not loader and step % 20 == 0:
-                rate = seen / max(time.perf_counter() - t0, 1e-9)
-                bar.set_postfix(loss=f"{float(loss.detach()):.3f}", acc=f"{100 * int(correct) / seen:.1f}", img_s=f"{rate:.0f}")
         if sums is None:
             sums = torch.zeros(0, device=self.device)
         totals = all_reduce_sum(torch.cat([sums, correct.float().view(1), torch.tensor([float(seen)], device=self.device)]),
@@ -428,6 +414,9 @@ class Trainer:
             "total_epochs": self.total_epochs,
             "best_epoch": self.best["epoch"],
             "best_selected_by": self.best.get("selected_by", "test_top1"),
+            "best_selected_on_test_set": self.data.val is None,
+            "best_selection_note": None if self.data.val is not None else (
+                "no validation split: the best epoch was chosen on the test set, so best_top1 is optimistic"),
             "best_top1": best_row.get("test_top1"),
             "best_top5": best_row.get("test_top5"),
             "best_val_top1": best_row.get("val_top1"),
