@@ -8,10 +8,13 @@ import argparse
 import sys
 
 _DESCRIPTION = """\
-Plots (PNG and SVG) and one self-contained report.html from run folders written by `softlabels train`:
-accuracy and loss curves, regularization samples per epoch and per class, regularization fraction and best
-top-1 against the temperature, WSL weight histograms, and bias/variance/risk bars from any analysis JSON
-found in the folders given. A folder that holds run folders (e.g. runs/demo) stands for all of them.
+Figures (PNG at 150 dpi and SVG) and one self-contained report.html from run folders written by
+`softlabels train` and results written by `softlabels analyze`. Runs that differ only in their seed are one
+configuration, drawn as mean ± std over its seeds with n in the legend: accuracy and loss curves,
+regularization samples per epoch and per class (class names when the dataset has them), regularization
+share and last-epoch top-1 against the temperature, WSL weight histograms; each analysis result gets its
+own figure and table. A folder that holds run folders at any depth (e.g. results/fashion_mnist) stands for
+all of them. When a run chose its best epoch on the test set (no validation split) the page says so.
 """
 
 
@@ -33,7 +36,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("paths", nargs="+", metavar="RUN_DIR",
-                   help="run folders, folders of run folders, or analysis folders / JSON files (bias, variance, risk)")
+                   help="run folders, folders holding run folders, or analysis results (JSON of `softlabels analyze`)")
     p.add_argument("--out", metavar="DIR", default=None,
                    help="output folder (default: report/ next to the first run folder, i.e. RUN_DIR/../report)")
     p.add_argument("--title", default=None, help="page title (default: 'softlabels report: N runs')")

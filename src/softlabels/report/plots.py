@@ -1,65 +1,159 @@
-"""The report's figures, drawn with matplotlib's Agg canvas (no pyplot, no GUI, no global backend).
+"""The report's training figures, one line per run group: mean over seeds with a ± std band, n in the legend.
 
-Each figure is written as ``NAME.png`` and ``NAME.svg``; ``make_plots`` returns them in report order
-with a caption, and notes on the figures it left out (and why).
+``make_plots`` returns the figures in report order with captions, and notes on the figures it left out.
 """
 from __future__ import annotations
 
-import re
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
-from matplotlib import rc_context, rcParams
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib import rc_context
 
-from softlabels.report import AnalysisSource, Run
+from softlabels.report.analysis_plots import analysis_plots
+from softlabels.report.figures import STYLE, Plot, epoch_axis, legend, new_figure, palette, save
+from softlabels.report.groups import RunGroup, band
+from softlabels.report.loaders import AnalysisFile
 
-DPI = 110
-_STYLE = {"axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False}
-
-
-@dataclass
-class Plot:
-    name: str  # file stem: NAME.png, NAME.svg
-    title: str
-    caption: str
-    png: Path
-    svg: Path
+MAX_WSL_PANELS = 6
 
 
-def _colors(n: int) -> list:
-    base = list(rcParams["axes.prop_cycle"].by_key()["color"])
-    if n <= len(base):
-        return base
-    from matplotlib import colormaps
-
-    cmap = colormaps["tab20"]
-    return [cmap(i % 20) for i in range(n)]
+def _entry(g: RunGroup) -> str:
+    return f"{g.label}, n={g.n}"
 
 
-def _new_figure(ncols: int = 1, nrows: int = 1, width: float = 6.4, height: float = 4.2):
-    fig = Figure(figsize=(width * ncols, height * nrows), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    return fig, [ax for row in axes for ax in row]
+def _curve(ax, g: RunGroup, key: str, *, scale: float = 1.0, ls: str = "-", label: str | None = None,
+           with_band: bool = True) -> int:
+    """Mean ± std of ``key`` per epoch over the group's runs; returns the last epoch drawn (0: nothing)."""
+    epochs, means, stds, _ = band(r.series(key) for r in g.runs)
+    if not epochs:
+        return 0
+    m = [scale * v for v in means]
+    marker = "o" if len(epochs) <= 25 else None
+    ax.plot(epochs, m, color=g.color, ls=ls, marker=marker, ms=3.5, lw=1.6, label=label)
+    if with_band and g.n > 1:
+        lo = [a - scale * s for a, s in zip(m, stds)]
+        hi = [a + scale * s for a, s in zip(m, stds)]
+        if len(epochs) == 1:
+            ax.errorbar(epochs, m, yerr=[[m[0] - lo[0]], [hi[0] - m[0]]], color=g.color, capsize=4, ls="none")
+        else:
+            ax.fill_between(epochs, lo, hi, color=g.color, alpha=0.18, lw=0)
+    return epochs[-1]
 
 
-def _epoch_axis(*axes) -> None:
-    for ax in axes:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+def accuracy_figure(groups: list[RunGroup]):
+    fig, (ax,) = new_figure(width=8.0, height=4.6)
+    n, last = 0, 0
+    val_drawn = False
+    for g in groups:
+        e = _curve(ax, g, "test_top1", label=_entry(g))
+        if e:
+            n += 1
+            last = max(last, e)
+        if _curve(ax, g, "val_top1", ls=":", with_band=False):
+            val_drawn = True
+    if not n:
+        return None
+    if val_drawn:
+        ax.plot([], [], color="0.4", ls=":", label="dotted: validation top-1")
+        n += 1
+    ax.set(xlabel="epoch", ylabel="test top-1 accuracy (%)")
+    fig.suptitle("Test accuracy per epoch (mean ± std over seeds)")
+    epoch_axis(ax, last)
+    legend(ax, n, outside=n > 4)
+    return fig
 
 
-def _legend(ax, n_entries: int) -> None:
-    """Inside the axes for a few entries, outside on the right for many."""
-    if not n_entries:
-        return
-    if n_entries <= 8:
-        ax.legend(fontsize="small", framealpha=0.8)
+def loss_figure(groups: list[RunGroup]):
+    fig, (ax_tr, ax_te) = new_figure(ncols=2, width=5.2, height=4.2)
+    last = {"train": 0, "test": 0}
+    positive = {"train": True, "test": True}
+    for g in groups:
+        for ax, key, tag in ((ax_tr, "train_loss", "train"), (ax_te, "test_loss", "test")):
+            e = _curve(ax, g, key, label=_entry(g) if tag == "test" else None)
+            if e:
+                last[tag] = max(last[tag], e)
+                positive[tag] &= all(v > 0 for r in g.runs for v in r.series(key)[1])
+    if not (last["train"] or last["test"]):
+        return None
+    ax_tr.set(xlabel="epoch", ylabel="training loss (the method's total, nats)", title="Training loss")
+    ax_te.set(xlabel="epoch", ylabel="test cross-entropy (nats)", title="Test loss")
+    for ax, tag in ((ax_tr, "train"), (ax_te, "test")):
+        if last[tag]:
+            epoch_axis(ax, last[tag])
+            if positive[tag]:
+                ax.set_yscale("log")
+        else:
+            ax.set_visible(False)
+    n = sum(1 for g in groups if g.runs[0].series("test_loss")[0])
+    if n:
+        fig.legend(*ax_te.get_legend_handles_labels(), loc="outside lower center", ncol=min(2, n), fontsize="small")
+    return fig
+
+
+def reg_fraction_figure(groups: list[RunGroup]):
+    reg = [g for g in groups if any(r.has_regularization for r in g.runs)]
+    if not reg:
+        return None
+    fig, (ax,) = new_figure(width=8.0, height=4.6)
+    last, n = 0, 0
+    for g in reg:
+        last = max(last, _curve(ax, g, "reg_fraction", scale=100, label=_entry(g)))
+        n += 1
+    ax.set(xlabel="epoch", ylabel="regularization samples (% of training samples)")
+    fig.suptitle("Regularization samples per epoch, at each run's T (mean ± std over seeds)")
+    ax.set_ylim(bottom=0)
+    epoch_axis(ax, last)
+    legend(ax, n, outside=n > 4)
+    return fig
+
+
+def temperature_figure(groups: list[RunGroup]):
+    """Regularization share (last epoch) and last-epoch top-1 against T, one line per method; None unless
+    distillation groups at two or more temperatures exist."""
+    reg = [g for g in groups if g.temperature is not None and any(r.has_regularization for r in g.runs)]
+    if len({g.temperature for g in reg}) < 2:
+        return None
+    fig, (ax_f, ax_a) = new_figure(ncols=2, width=5.2, height=4.2)
+    temp_key = ("method", "temperature")
+    series: dict[str, list[RunGroup]] = defaultdict(list)  # one line per configuration apart from T
+    for g in reg:
+        series[g.method_label(without=(temp_key,))].append(g)
+    series = {k: gs for k, gs in series.items() if len({g.temperature for g in gs}) >= 2}
+    if not series:
+        return None
+    colors = dict(zip(series, palette(len(series))))
+    for name, gs in series.items():
+        pts_f, pts_a = defaultdict(list), defaultdict(list)
+        for g in gs:
+            for r in g.runs:
+                _, y = r.series("reg_fraction")
+                if y:
+                    pts_f[g.temperature].append(100 * y[-1])
+                v = r.stat("last_top1")
+                if isinstance(v, (int, float)):
+                    pts_a[g.temperature].append(float(v))
+        for ax, pts in ((ax_f, pts_f), (ax_a, pts_a)):
+            ts = sorted(pts)
+            if not ts:
+                continue
+            means = [sum(pts[t]) / len(pts[t]) for t in ts]
+            errs = [(sum((v - m) ** 2 for v in pts[t]) / (len(pts[t]) - 1)) ** 0.5 if len(pts[t]) > 1 else 0.0
+                    for t, m in zip(ts, means)]
+            ax.errorbar(ts, means, yerr=errs, color=colors[name], marker="o", capsize=3,
+                        label=f"{name}, n per T: {'/'.join(str(len(pts[t])) for t in ts)}")
+    all_ts = sorted({g.temperature for gs in series.values() for g in gs})
+    for ax in (ax_f, ax_a):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(all_ts, [f"{t:g}" for t in all_ts])
+        ax.minorticks_off()
+    if len(series) > 3:
+        fig.legend(*ax_f.get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize="small")
     else:
-        ax.legend(fontsize="x-small", ncol=1 if n_entries <= 24 else 2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        ax_a.legend(fontsize="small")
+    ax_f.set(xlabel="temperature T", ylabel="regularization samples, last epoch (%)", title="Regularization share vs T")
+    ax_a.set(xlabel="temperature T", ylabel="last-epoch test top-1 (%)", title="Accuracy vs T")
+    ax_f.set_ylim(bottom=0)
+    return fig
 
 
 def _hist(row: dict | None) -> list[float] | None:
@@ -69,275 +163,82 @@ def _hist(row: dict | None) -> list[float] | None:
     return None
 
 
-def _save(fig: Figure, out: Path, name: str, title: str, caption: str) -> Plot:
-    png, svg = out / f"{name}.png", out / f"{name}.svg"
-    fig.savefig(png, format="png", metadata={"Software": None})
-    fig.savefig(svg, format="svg", metadata={"Date": None, "Creator": None})
-    return Plot(name, title, caption, png, svg)
-
-
-def _style_proxy(ax, ls: str, label: str) -> None:
-    """One gray legend entry standing for a line style, when per-run entries would be too many."""
-    ax.plot([], [], color="0.4", ls=ls, label=label)
-
-
-def accuracy_figure(runs: list[Run], colors: dict[str, object]) -> Figure | None:
-    fig, (ax,) = _new_figure(width=7.5, height=4.6)
-    compact = len(runs) > 4  # one legend entry per run, line styles explained once
-    n = 0
-    styles_used = set()
-    for r in runs:
-        c = colors[r.label]
-        x, y = r.series("test_top1")
-        if x:
-            ax.plot(x, y, color=c, marker="o" if len(x) <= 30 else None, ms=3,
-                    label=r.label if compact else f"{r.label} test")
-            n += 1
-        for key, ls, tag in (("train_top1", "--", "train"), ("val_top1", ":", "val")):
-            x, y = r.series(key)
-            if x:
-                ax.plot(x, y, color=c, ls=ls, alpha=0.8, label=None if compact else f"{r.label} {tag}")
-                n += 0 if compact else 1
-                styles_used.add((ls, tag))
-    if not n:
-        return None
-    if compact:
-        for ls, tag in sorted(styles_used):
-            _style_proxy(ax, ls, "dashed: train" if tag == "train" else "dotted: validation")
-            n += 1
-    ax.set(xlabel="epoch", ylabel="top-1 accuracy (%)", title="Accuracy per epoch")
-    _epoch_axis(ax)
-    _legend(ax, n)
-    return fig
-
-
-def loss_figure(runs: list[Run], colors: dict[str, object]) -> Figure | None:
-    fig, (ax_tr, ax_te) = _new_figure(ncols=2, width=5.6, height=4.4)
-    n_tr = n_te = 0
-    positive = {"train": True, "test": True}
-    for r in runs:
-        c = colors[r.label]
-        for ax, key, tag in ((ax_tr, "train_loss", "train"), (ax_te, "test_loss", "test")):
-            x, y = r.series(key)
-            if x:
-                ax.plot(x, y, color=c, label=r.label)
-                positive[tag] &= all(v > 0 for v in y)
-                if tag == "train":
-                    n_tr += 1
-                else:
-                    n_te += 1
-    if not (n_tr or n_te):
-        return None
-    ax_tr.set(xlabel="epoch", ylabel="loss", title="Training loss (the method's total)")
-    ax_te.set(xlabel="epoch", ylabel="cross-entropy", title="Test loss (cross-entropy)")
-    _epoch_axis(ax_tr, ax_te)
-    if n_tr and positive["train"]:
-        ax_tr.set_yscale("log")
-    if n_te and positive["test"]:
-        ax_te.set_yscale("log")
-    _legend(ax_tr, n_tr)
-    _legend(ax_te, n_te)
-    return fig
-
-
-def reg_fraction_figure(runs: list[Run], colors: dict[str, object]) -> Figure | None:
-    reg = [r for r in runs if r.has_regularization]
-    if not reg:
-        return None
-    fig, (ax,) = _new_figure(width=7.5, height=4.6)
-    compact = len(reg) > 4
-    n = 0
-    t1_drawn = False
-    for r in reg:
-        c = colors[r.label]
-        x, y = r.series("reg_fraction")
-        ax.plot(x, [100 * v for v in y], color=c, marker="o" if len(x) <= 30 else None, ms=3,
-                label=f"{r.label} ({r.kind})")
-        n += 1
-        x, y = r.series("reg_fraction_t1")
-        if x:
-            ax.plot(x, [100 * v for v in y], color=c, ls="--", alpha=0.8,
-                    label=None if compact else f"{r.label} (at T=1)")
-            n += 0 if compact else 1
-            t1_drawn = True
-    if compact and t1_drawn:
-        _style_proxy(ax, "--", "dashed: same run at T=1")
-        n += 1
-    ax.set(xlabel="epoch", ylabel="regularization samples (% of training samples)",
-           title=r"Regularization samples per epoch: $p_s^T(y) > p_t^T(y)$")
-    ax.set_ylim(bottom=0)
-    _epoch_axis(ax)
-    _legend(ax, n)
-    return fig
-
-
-def temperature_figure(runs: list[Run], colors: dict[str, object]) -> Figure | None:
-    """Regularization fraction and best top-1 against T, one line per method; None unless Ts differ."""
-    reg = [r for r in runs if r.has_regularization and r.temperature is not None]
-    if len({r.temperature for r in reg}) < 2:
-        return None
-    fig, (ax_f, ax_a) = _new_figure(ncols=2, width=5.6, height=4.4)
-    by_method: dict[str, list[Run]] = defaultdict(list)
-    for r in reg:
-        by_method[r.method or "?"].append(r)
-    method_colors = dict(zip(by_method, _colors(len(by_method))))
-    n_f = n_a = 0
-    for method, rs in by_method.items():
-        c = method_colors[method]
-        final: dict[float, list[float]] = defaultdict(list)
-        mean: dict[float, list[float]] = defaultdict(list)
-        top1: dict[float, list[float]] = defaultdict(list)
-        for r in rs:
-            _, y = r.series("reg_fraction")
-            final[r.temperature].append(100 * y[-1])
-            mean[r.temperature].append(100 * sum(y) / len(y))
-            b = r.stat("best_top1")
-            if isinstance(b, (int, float)):
-                top1[r.temperature].append(float(b))
-        ts = sorted(final)
-        ax_f.plot(ts, [sum(final[t]) / len(final[t]) for t in ts], color=c, marker="o", label=f"{method}: last epoch")
-        ax_f.plot(ts, [sum(mean[t]) / len(mean[t]) for t in ts], color=c, marker="x", ls="--",
-                  label=f"{method}: mean over epochs")
-        n_f += 2
-        ts = sorted(top1)
-        if ts:
-            ax_a.plot(ts, [sum(top1[t]) / len(top1[t]) for t in ts], color=c, marker="o", label=method)
-            for t in ts:  # individual runs (seeds) when several share a temperature
-                if len(top1[t]) > 1:
-                    ax_a.scatter([t] * len(top1[t]), top1[t], color=c, alpha=0.4, s=12)
-            n_a += 1
-    styles = [":", "-.", (0, (6, 2)), (0, (1, 3))]
-    refs = [r for r in runs if r.temperature is None and r not in reg]
-    for i, r in enumerate(refs):  # runs without a temperature (teacher, student alone): gray reference lines
-        b = r.stat("best_top1")
-        if isinstance(b, (int, float)):
-            ax_a.axhline(float(b), color="0.35", ls=styles[i % len(styles)], lw=1.2,
-                         label=f"{r.label} ({r.method or '?'})")
-            n_a += 1
-    all_ts = sorted({r.temperature for r in reg})
-    if len(all_ts) <= 12:
-        for ax in (ax_f, ax_a):
-            ax.set_xticks(all_ts, [f"{t:g}" for t in all_ts])
-    ax_f.set(xlabel="temperature T", ylabel="regularization samples (%)", title="Regularization fraction vs T")
-    ax_a.set(xlabel="temperature T", ylabel="best top-1 (%)", title="Best top-1 vs T")
-    ax_f.set_ylim(bottom=0)
-    _legend(ax_f, n_f)
-    _legend(ax_a, n_a)
-    return fig
-
-
-def wsl_weight_figure(runs: list[Run], colors: dict[str, object]) -> Figure | None:
-    rs = [r for r in runs if any(_hist(row) for row in r.rows)]
-    if not rs:
-        return None
-    ncols = min(3, len(rs))
-    nrows = -(-len(rs) // ncols)
-    fig, axes = _new_figure(ncols=ncols, nrows=nrows, width=4.4, height=3.4)
-    for ax, r in zip(axes, rs):
-        valid = [row for row in r.rows if _hist(row)]
-        first, last = valid[0], valid[-1]
-        c = colors[r.label]
-        for row, is_last in ((last, True), (first, False)) if first is not last else ((first, True),):
-            h = _hist(row)
-            total = sum(h) or 1.0
-            k = len(h)
-            edges = [i / k for i in range(k + 1)]
-            pct = [100 * v / total for v in h]
-            label = f"epoch {row.get('epoch', '?')}"
-            if is_last:  # last epoch: filled bars in the run's colour
-                ax.stairs(pct, edges, fill=True, color=c, alpha=0.75, label=label)
-            else:  # first epoch: black outline on top
-                ax.stairs(pct, edges, color="black", lw=1.3, label=label)
-            m = row.get("wsl_weight_mean")
-            if isinstance(m, (int, float)):
-                ax.axvline(m, color=c if is_last else "black", ls="--", lw=1.2)
-        ax.set(xlim=(0, 1), xlabel="WSL weight w", ylabel="% of samples", title=f"{r.label} ({r.kind})")
-        ax.title.set_fontsize("medium")
-        handles, labels = ax.get_legend_handles_labels()
-        ax.legend(handles[::-1], labels[::-1], fontsize="small")  # first epoch first
-    for ax in axes[len(rs):]:
+def wsl_weight_figure(groups: list[RunGroup]) -> tuple[object, int]:
+    """Last-epoch WSL weight histograms (mean share over seeds) per group; (figure or None, groups left out)."""
+    gs = [g for g in groups if any(_hist(row) for r in g.runs for row in r.rows)]
+    if not gs:
+        return None, 0
+    gs.sort(key=lambda g: not g.method.startswith("wsl"))  # WSL groups first
+    shown, left = gs[:MAX_WSL_PANELS], max(0, len(gs) - MAX_WSL_PANELS)
+    ncols = min(3, len(shown))
+    nrows = -(-len(shown) // ncols)
+    fig, axes = new_figure(ncols=ncols, nrows=nrows, width=4.2, height=3.2)
+    for ax, g in zip(axes, shown):
+        shares = []
+        for r in g.runs:
+            h = _hist(next((row for row in reversed(r.rows) if _hist(row)), None))
+            if h:
+                total = sum(h) or 1.0
+                shares.append([100 * v / total for v in h])
+        k = len(shares[0])
+        mean = [sum(s[i] for s in shares) / len(shares) for i in range(k)]
+        ax.stairs(mean, [i / k for i in range(k + 1)], fill=True, color=g.color, alpha=0.75)
+        ax.set(xlim=(0, 1), xlabel="WSL weight w", ylabel="% of training samples")
+        ax.set_title(f"{g.label}, n={g.n}", fontsize="small")
+    for ax in axes[len(shown):]:
         ax.set_visible(False)
-    fig.suptitle(r"WSL weights $w = 1 - \exp(-\mathrm{CE}_s / \mathrm{CE}_t)$, first and last epoch (dashed: mean)")
-    return fig
+    fig.suptitle(r"WSL weights $w = 1 - \exp(-\mathrm{CE}_s / \mathrm{CE}_t)$ in the last epoch (mean over seeds)")
+    return fig, left
 
 
-def analysis_figure(src: AnalysisSource) -> Figure:
-    entries = src.entries
-    keys = [k for k in ("bias", "variance", "risk") if any(k in e.values for e in entries)]
-    fig, (ax,) = _new_figure(width=max(5.0, min(14.0, 1.2 + 0.9 * len(entries) * len(keys) / 2)), height=4.4)
-    width = 0.8 / len(keys)
-    colors = dict(zip(("bias", "variance", "risk"), ("tab:blue", "tab:orange", "tab:green")))
-    xs = list(range(len(entries)))
-    for j, k in enumerate(keys):
-        vals = [e.values.get(k, float("nan")) for e in entries]
-        ax.bar([x - 0.4 + width * (j + 0.5) for x in xs], vals, width=width, color=colors[k], label=k)
-    ax.set_xticks(xs, [e.label for e in entries], rotation=30 if len(entries) > 4 else 0,
-                  ha="right" if len(entries) > 4 else "center", fontsize="small")
-    ax.set(ylabel="mean", title=f"Bias, variance and risk: {src.path.name}")
-    ax.legend(fontsize="small")
-    return fig
-
-
-def _stem(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_") or "analysis"
-
-
-def make_plots(runs: list[Run], analyses: list[AnalysisSource], out: Path) -> tuple[list[Plot], list[str]]:
+def make_plots(groups: list[RunGroup], analyses: list[AnalysisFile], out: Path) -> tuple[list[Plot], list[str]]:
     """Draw every figure the data allow into ``out``; return them and notes on the ones left out."""
-    palette = _colors(len(runs))
-    colors = {r.label: palette[i % len(palette)] for i, r in enumerate(runs)}
+    for g, c in zip(groups, palette(len(groups))):
+        g.color = c
     plots: list[Plot] = []
     notes: list[str] = []
-
-    with rc_context(_STYLE):
-        fig = accuracy_figure(runs, colors)
+    with rc_context(STYLE):
+        fig = accuracy_figure(groups)
         if fig is not None:
-            plots.append(_save(fig, out, "accuracy", "Accuracy",
-                               "Test top-1 per epoch (solid), training top-1 on augmented batches (dashed) "
-                               "and validation top-1 when the run has a validation split (dotted)."))
-        fig = loss_figure(runs, colors)
+            plots.append(save(fig, out, "accuracy", "Accuracy",
+                              "Test top-1 per epoch, mean over the seeds of each configuration with a ± 1 std band "
+                              "(n = number of runs); dotted: validation top-1 when the runs have a validation split."))
+        fig = loss_figure(groups)
         if fig is not None:
-            plots.append(_save(fig, out, "loss", "Loss",
-                               "Left: the training objective (the method's weighted sum of loss terms, so its "
-                               "scale differs between methods). Right: cross-entropy on the test set."))
-        fig = reg_fraction_figure(runs, colors)
+            plots.append(save(fig, out, "loss", "Loss",
+                              "Left: the training objective (the method's weighted sum of loss terms, so its scale "
+                              "differs between methods). Right: cross-entropy on the test set. Mean ± std over seeds."))
+        fig = reg_fraction_figure(groups)
         if fig is not None:
-            plots.append(_save(fig, out, "reg_fraction", "Regularization samples",
-                               "Share of training samples that are regularization samples, p_s^T(y) > p_t^T(y): "
-                               "the student already puts more probability on the true class than the teacher's "
-                               "soft label, so the soft-label loss pulls the student away from the true class. "
-                               "Solid: at the run's temperature T; dashed: at T = 1."))
-        else:
+            plots.append(save(fig, out, "reg_fraction", "Regularization samples",
+                              "Share of training samples whose student already puts more probability on the true "
+                              "class than the teacher's soft label (p_s(y) > p_t(y), both softened at the run's T): "
+                              "there the soft-label loss pulls the student away from the true class."))
+        elif groups:
             notes.append("No regularization-sample plots: no run has reg_fraction in its metrics "
                          "(only distillation runs record it).")
-        fig = temperature_figure(runs, colors)
+        fig = temperature_figure(groups)
         if fig is not None:
-            plots.append(_save(fig, out, "temperature", "Temperature",
-                               "Left: regularization fraction at each run's T, last epoch and mean over epochs, "
-                               "one line per method (runs sharing a method and T are averaged). Right: best "
-                               "top-1 against T; gray lines are runs without a temperature (teacher, student alone)."))
-        elif any(r.has_regularization for r in runs):
-            ts = sorted({r.temperature for r in runs if r.has_regularization and r.temperature is not None})
+            plots.append(save(fig, out, "temperature", "Temperature",
+                              "Left: share of regularization samples in the last epoch against T. Right: last-epoch "
+                              "test top-1 against T (final weights, no epoch selection). Points: mean over the runs "
+                              "at that T, bars: ± 1 std over them (none for a single run)."))
+        elif any(r.has_regularization for g in groups for r in g.runs):
+            ts = sorted({g.temperature for g in groups if g.temperature is not None})
             notes.append("No plot against temperature: it needs distillation runs at two or more temperatures "
                          f"(found T = {', '.join(f'{t:g}' for t in ts) or 'unknown'}).")
-        fig = wsl_weight_figure(runs, colors)
+        fig, left = wsl_weight_figure(groups)
         if fig is not None:
-            plots.append(_save(fig, out, "wsl_weights", "WSL weights",
-                               "Distribution of the per-sample WSL weight w = 1 − exp(−CE_s / CE_t), with the "
-                               "hard-label cross-entropies of student and teacher at T = 1, at the first epoch "
-                               "(black outline) and the last (filled). w is small when the student already fits the sample "
-                               "better than the teacher (a regularization sample) and near 1 when the teacher "
-                               "is much better. It is recorded for every distillation run, also for plain KD, "
-                               "where it is not applied."))
-        used: set[str] = set()
-        for src in analyses:
-            stem = f"bias_variance_{_stem(src.path.stem)}" if src.path.stem != "bias_variance" else "bias_variance"
-            name, k = stem, 2
-            while name in used:
-                name, k = f"{stem}_{k}", k + 1
-            used.add(name)
-            plots.append(_save(analysis_figure(src), out, name, f"Bias and variance: {src.path.name}",
-                               f"From {src.path}: mean bias, variance and risk (expected loss) per model group. "
-                               "Soft labels trade bias for variance; the WSL paper ties the extra bias to "
-                               "regularization samples."))
+            plots.append(save(fig, out, "wsl_weights", "WSL weights",
+                              "Distribution of the per-sample WSL weight w in the last epoch (hard-label "
+                              "cross-entropies of student and teacher at T = 1). w is small where the student "
+                              "already fits a sample better than the teacher and near 1 where the teacher is much "
+                              "better; it is recorded for every distillation run, also for KD, where it is not "
+                              "applied."))
+            if left:
+                notes.append(f"WSL weight histograms: {left} more configuration(s) not drawn "
+                             f"(the first {MAX_WSL_PANELS}, WSL first, are shown).")
+        a_plots, a_notes = analysis_plots(analyses, out)
+        plots += a_plots
+        notes += a_notes
     return plots, notes
