@@ -471,3 +471,15 @@ def test_checkpoint_classes_against_student_when_the_dataset_count_is_unknown(tm
            "data": {"name": "imagenet", "root": str(tmp_path / "no_imagenet")}}
     with pytest.raises(ConfigError, match=r"key 'teacher\.checkpoint'.*10 classes but student\.num_classes is 5"):
         validate_config(cfg)
+
+
+def test_unavailable_device_is_refused_when_checking_this_machine(tmp_path, tiny, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    path = write(tmp_path, tiny(tmp_path))
+    rc, err = cli(["validate", path, "runtime.device=cuda"], capsys)
+    assert_one_line_error(rc, err, "runtime.device", "no CUDA device")
+    rc, _ = cli(["validate", path, "runtime.device=cuda", "--no-files"], capsys)
+    assert rc == 0  # the config itself is fine: another machine may have the GPU
