@@ -138,7 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a config without training")
     p.add_argument("config")
     p.add_argument("overrides", nargs="*")
-    p.add_argument("--no-files", action="store_true", help="do not check that referenced checkpoints exist")
+    p.add_argument("--no-files", action="store_true",
+                   help="check the config only, not this machine (checkpoints, data.root, output_dir, device, "
+                        "logger libraries)")
     p.set_defaults(func=_cmd_validate)
 
     p = sub.add_parser("eval", help="top-1/top-5 of a checkpoint or run folder on its dataset")
