@@ -327,3 +327,16 @@ def test_seeds_with_one_aug_seed_share_one_cache_and_differ_only_by_init_and_ord
         for key in LOSS_KEYS:
             assert b[key] == a[key], key
     assert not _same_weights(tmp_path / "seed0", tmp_path / "seed1")  # seeds still differ (init, order)
+
+
+def test_store_writes_only_unfilled_samples_and_returns_what_is_stored(tmp_path):
+    cache = _cache(tmp_path / "c", slots=1, size=6, classes=3)
+    first = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    assert torch.equal(cache.store(0, torch.tensor([0, 1]), first), first)
+    other = torch.full((3, 3), 9.0)  # samples 0 and 1 again (other values) plus the new sample 2
+    got = cache.store(0, torch.tensor([1, 2, 0]), other)
+    assert torch.equal(got, torch.tensor([[4.0, 5.0, 6.0], [9.0, 9.0, 9.0], [1.0, 2.0, 3.0]]))
+    assert torch.equal(cache.lookup(0, torch.tensor([0, 1, 2])), got[[2, 0, 1]])
+    assert cache.lookup(0, torch.tensor([2, 3])) is None  # sample 3 never stored
+    nan = torch.tensor([[float("nan"), 0.0, 0.0]])
+    assert cache.store(0, torch.tensor([3]), nan) is nan and cache.lookup(0, torch.tensor([3])) is None

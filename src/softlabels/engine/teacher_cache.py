@@ -235,22 +235,26 @@ class TeacherCache:
 
         The caller trains on the returned values, so the run that fills the cache sees exactly what
         every later run reads (full logits: float32 storage, the live values bit for bit; top-k:
-        the reconstruction from the rounded top k and the rest logit). Non-finite live logits are
-        returned unchanged and not stored (the run's own finiteness check then stops it).
+        the reconstruction from the rounded top k and the rest logit). Only samples not yet filled
+        are written: a filled value is never overwritten. Non-finite live logits are returned
+        unchanged and not stored (the run's own finiteness check then stops it).
         """
         cpu = logits.detach().float().cpu()
         if not bool(torch.isfinite(cpu).all()):
             return logits
         idx = indices.cpu().numpy()
         s = self.slot(epoch)
-        if self.topk is None:
-            self.logits[s, idx] = cpu.numpy()
-        else:
-            values, index, rest = compress_topk(cpu, int(self.topk))
-            self.logits[s, idx] = values.numpy().astype(np.float16)
-            self.index[s, idx] = index.numpy().astype(self.index.dtype)
-            self.rest[s, idx] = rest.numpy().astype(np.float16)
-        self.filled[s, idx] = 1
+        new = self.filled[s, idx] == 0
+        rows, cpu = idx[new], cpu[torch.from_numpy(new)]
+        if rows.size:
+            if self.topk is None:
+                self.logits[s, rows] = cpu.numpy()
+            else:
+                values, index, rest = compress_topk(cpu, int(self.topk))
+                self.logits[s, rows] = values.numpy().astype(np.float16)
+                self.index[s, rows] = index.numpy().astype(self.index.dtype)
+                self.rest[s, rows] = rest.numpy().astype(np.float16)
+            self.filled[s, rows] = 1  # after the values: a reader never sees a flag without its logits
         return self._read(s, idx).to(logits.device, non_blocking=True)
 
     def check(self, cached: torch.Tensor, live: torch.Tensor) -> None:
