@@ -65,7 +65,7 @@ def _is_this_run(rd: RunDir, exp: Experiment) -> bool:
 def plan_start(trainer) -> str:
     """Check the trainer's run folder and load the resumed state; returns "fresh", "restart" or "resume"."""
     rd, exp = trainer.run_dir, trainer.exp
-    if rd.exists() and trainer.dist.is_main:
+    if rd.lock_path.is_file() and trainer.dist.is_main:  # a run was here: is one still running?
         with rd.lock():  # refused now, with the folder's name, when another run holds it
             pass
     if trainer.resume:
