@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data browser demo test lint docs clean
+.PHONY: setup data browser demo test test-fast lint docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ demo: setup data
 
 test: setup data browser
 	$(PY) -m pytest -q
+
+# Development subset: the whole suite but the end-to-end tests marked slow (CI and `make test` run them all).
+test-fast: setup data
+	$(PY) -m pytest -q -m "not slow"
 
 lint: setup
 	$(VENV)/bin/ruff check src tests

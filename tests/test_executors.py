@@ -72,6 +72,7 @@ def test_worker_refuses_a_missing_working_folder(tmp_path):
 
 
 # ----------------------------------------------------------------------------- Ray
+@pytest.mark.slow
 def test_ray_local_cluster_runs_the_plan_like_the_local_pool(tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")
     from softlabels.reproduce.executors import RayExecutor
@@ -106,6 +107,7 @@ def test_ray_local_cluster_runs_the_plan_like_the_local_pool(tmp_path, monkeypat
 
 
 # ----------------------------------------------------------------------------- submitit (local executor)
+@pytest.mark.slow
 def test_submitit_local_executor_through_the_cli(tmp_path, monkeypatch, capsys):
     pytest.importorskip("submitit")
     monkeypatch.chdir(tmp_path)
