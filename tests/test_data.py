@@ -26,7 +26,6 @@ from softlabels.data import (
 )
 from softlabels.data import cifar as cifar_module
 from softlabels.data import fashion_mnist as fmnist_module
-from softlabels.data import imagenet as imagenet_module
 from softlabels.data.idx import write_idx
 from softlabels.errors import DataError, UserError
 
@@ -37,6 +36,8 @@ needs_fmnist = pytest.mark.skipif(not FMNIST_DIR.is_dir(), reason="dataset-fashi
 def data_cfg(name: str = "synthetic", **overrides) -> DataConfig:
     """The typed ``data`` config of dataset ``name`` (its own config class), as the trainer gets it."""
     raw = {"name": name, "batch_size": 32, "eval_batch_size": 64, "num_workers": 0, **overrides}
+    if name == "imagenet":  # the fake ImageNet's images are 12x14 pixels
+        raw = {"crop_size": 8, "resize_size": 10, **raw}
     if name == "synthetic":
         raw.setdefault("synthetic", {"num_classes": 4, "image_size": 8, "channels": 3, "train_size": 200,
                                      "test_size": 40})
@@ -424,11 +425,9 @@ def test_cifar100_fake_and_errors(tmp_path):
 
 # ----------------------------------------------------------------------------- ImageNet
 @pytest.fixture
-def fake_imagenet(tmp_path, monkeypatch):
+def fake_imagenet(tmp_path):
     from PIL import Image
 
-    monkeypatch.setattr(imagenet_module, "CROP_SIZE", 8)
-    monkeypatch.setattr(imagenet_module, "RESIZE_SIZE", 10)
     rng = np.random.default_rng(0)
     for split, count in (("train", 3), ("val", 2)):
         for cls in ("n01", "n02"):
@@ -498,6 +497,11 @@ def test_each_dataset_validates_its_own_config_and_knows_its_traits(tmp_path, fa
         data_config({"name": "mnist"})
     with pytest.raises(ConfigError, match=r"data\.eval_batch_size"):
         data_config({"name": "cifar10", "eval_batch_size": 0})
+    with pytest.raises(ConfigError, match=r"data\.crop_size \(300\) must not exceed data\.resize_size"):
+        data_config({"name": "imagenet", "crop_size": 300})
+    assert "crop_size" not in data_config({"name": "imagenet"}).model_dump()  # ImageNet's own keys, at defaults
+    with pytest.raises(ConfigError, match=r"unknown key 'data\.crop_size'"):
+        data_config({"name": "cifar10", "crop_size": 8})  # not a CIFAR key
 
 
 def test_a_base_config_is_resolved_to_the_dataset_class():

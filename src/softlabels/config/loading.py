@@ -17,50 +17,14 @@ from pydantic import ValidationError
 
 from softlabels.config.experiment import Experiment
 from softlabels.errors import ConfigError, UserError
+from softlabels.schema import validation_message
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 # ---------------------------------------------------------------------------------------------- messages
-_TYPE_TAGS = {"int", "float", "str", "bool", "none", "list", "dict", "is-instance", "lax-or-strict", "json-or-python"}
-
-
-def _format_loc(loc: tuple) -> str:
-    """Dotted key of a pydantic error location, without the union/validator tags pydantic inserts."""
-    parts = []
-    for p in loc:
-        if isinstance(p, int):
-            parts.append(f"[{p}]")
-        elif not (p in _TYPE_TAGS or "[" in p or p.startswith("function-")):
-            parts.append(("." if parts else "") + p)
-    return "".join(parts)
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _pydantic_message(err: ValidationError, source: str, prefix: str = "") -> str:
-    """One line for all errors; the alternatives of a union are joined per key ("... or ...")."""
-    keyed: dict[str, tuple[list[str], str]] = {}
-    lines = []
-    for e in err.errors():
-        key = prefix + _format_loc(e["loc"])
-        if e["type"] == "extra_forbidden":
-            lines.append(f"unknown key '{key}' (check the spelling; see docs/configs.md for the keys)")
-        elif e["type"] == "missing":
-            lines.append(f"missing key '{key}'")
-        else:
-            got = e.get("input")
-            msgs, _ = keyed.setdefault(key, ([], "" if isinstance(got, (dict, list)) else f" (got {_short(got)})"))
-            msg = e["msg"].removeprefix("Value error, ")
-            if msg not in msgs:
-                msgs.append(msg)
-    for key, (msgs, got) in keyed.items():
-        text = " or ".join(msgs) + got
-        lines.append(f"key '{key}': {text}" if key else text)
-    return f"invalid config {source}: " + "; ".join(lines)
+    return f"invalid config {source}: {validation_message(err, prefix)}"
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:

@@ -14,7 +14,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from softlabels.errors import ConfigError, UserError
 from softlabels.registry import Registry
-from softlabels.schema import StrictModel
+from softlabels.schema import StrictModel, validation_message
 
 
 @dataclass(frozen=True)
@@ -139,9 +139,7 @@ def data_config(value: Any) -> DataConfig:
     try:
         return validate_data_config(value)
     except ValidationError as err:
-        e = err.errors()[0]
-        key = ".".join(["data", *(str(p) for p in e["loc"])])
-        raise ConfigError(f"key '{key}': {e['msg'].removeprefix('Value error, ')}") from None
+        raise ConfigError(validation_message(err, "data.")) from None
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
+from pydantic import Field, model_validator
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from softlabels.data.base import (
@@ -30,7 +31,8 @@ from softlabels.errors import DataError, UserError
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
-#: training crop / evaluation centre crop, and the evaluation resize, in pixels (tests shrink them).
+#: default training crop / evaluation centre crop, and evaluation resize, in pixels (``data.crop_size`` /
+#: ``data.resize_size`` change them).
 CROP_SIZE = 224
 RESIZE_SIZE = 256
 #: used when ``data.root`` is None.
@@ -220,6 +222,17 @@ class ImageNetConfig(DataConfig):
     """``data`` of ``name: imagenet``: an ImageFolder tree ``root/train/<class>/*`` and ``root/val/<class>/*``
     (default root ./data/imagenet); 3-channel images, one class per sub-folder of ``train``."""
 
+    crop_size: int = Field(CROP_SIZE, ge=1, description="training crop and evaluation centre crop, in pixels")
+    resize_size: int = Field(RESIZE_SIZE, ge=1, description="evaluation resize of the shorter side, in pixels")
+
+    omit_when_default: ClassVar[frozenset[str]] = DataConfig.omit_when_default | {"crop_size", "resize_size"}
+
+    @model_validator(mode="after")
+    def _crop_fits(self) -> ImageNetConfig:
+        if self.crop_size > self.resize_size:
+            raise ValueError(f"data.crop_size ({self.crop_size}) must not exceed data.resize_size ({self.resize_size})")
+        return self
+
     def folder(self) -> Path:
         return Path(self.root or DEFAULT_ROOT)
 
@@ -254,7 +267,7 @@ def build_imagenet(cfg: ImageNetConfig, device: torch.device, seed: int) -> Data
             f"data.drop_last is true but the training set has only {train_idx.numel()} images, "
             f"fewer than data.batch_size = {batch_size}"
         )
-    crop, resize = CROP_SIZE, RESIZE_SIZE
+    crop, resize = cfg.crop_size, cfg.resize_size
     evaluate = eval_transform(crop, resize)
     common = {"device": device, "num_workers": num_workers, "seed": seed}
     train_loader = FolderLoader(
