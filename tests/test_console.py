@@ -160,6 +160,40 @@ def test_ctrl_c_before_a_checkpoint_says_there_is_nothing_to_resume(tmp_path, ti
     assert "nothing to resume" in err and "--resume" not in err
 
 
+def test_other_ranks_show_only_warnings_with_their_rank(capsys):
+    from softlabels.callbacks.console import setup_console
+
+    log = setup_console(rank=1)
+    try:
+        log.info("an epoch line")
+        log.warning("something odd")
+    finally:
+        setup_console(rank=0)
+    assert capsys.readouterr().err == "[rank 1] warning: something odd\n"
+
+
+def test_no_second_console_handler_when_root_logging_prints(capsys):
+    import logging
+
+    from softlabels.callbacks import console
+
+    log = logging.getLogger("softlabels")
+    ours = [h for h in log.handlers if isinstance(h, console._ConsoleHandler)]
+    for h in ours:
+        log.removeHandler(h)
+    root_handler = logging.StreamHandler(sys.stderr)  # the user's logging.basicConfig()
+    logging.getLogger().addHandler(root_handler)
+    try:
+        console.setup_console()
+        assert not any(isinstance(h, console._ConsoleHandler) for h in log.handlers)
+        log.info("once")
+        assert capsys.readouterr().err == "once\n"
+    finally:
+        logging.getLogger().removeHandler(root_handler)
+        for h in ours:
+            log.addHandler(h)
+
+
 def test_duration_text():
     assert [duration(s) for s in (4.4, 65, 3725, None)] == ["4s", "1m05s", "1h02m", "?"]
 
