@@ -135,7 +135,8 @@ def _temperature_sweep(res: TemperatureSweepResult, source: str, name: str, out:
     n = sum(1 for r in rows if r.reg_fraction_mean is not None)
     c = res.answers.count_vs_temperature
     a = res.answers.accuracy_vs_count.across_temperatures
-    caption = (f"{source}: KD at {len(ts)} temperatures, seeds {', '.join(map(str, res.seeds))}; bars: ± 1 "
+    seeds = f"seed{'s' if len(res.seeds) > 1 else ''} {', '.join(map(str, res.seeds))}"
+    caption = (f"{source}: KD at {len(ts)} temperatures, {seeds}; bars: ± 1 "
                f"std over seeds (none with one seed). Spearman of the regularization share against T: "
                f"{describe_correlation(c.spearman, n)}; of last-epoch top-1 against the share: "
                f"{describe_correlation(a.spearman_last, n)}.")
@@ -147,18 +148,22 @@ def _filtering(res: FilteringResult, source: str, name: str, out: Path) -> Plot:
     arms = [a.arm for a in res.arms]
     names = {"kd": "KD (w ≡ 1)", "filter": "KD, regularization\nsamples filtered", "wsl": "WSL"}
     xs = list(range(len(arms)))
+    colors = ["tab:blue", "tab:gray", "tab:red"]
     for key, ax_, scale, ylabel in (("last_top1", ax, 1.0, "last-epoch test top-1 (%)"),
                                     ("reg_fraction_last", ax_r, 100.0, "regularization samples, last epoch (%)")):
         means = [(getattr(a, f"{key}_mean") or 0.0) * scale for a in res.arms]
         stds = [(getattr(a, f"{key}_std") or 0.0) * scale for a in res.arms]
-        ax_.bar(xs, means, yerr=stds, capsize=4, color=["tab:blue", "tab:gray", "tab:red"][: len(xs)], alpha=0.8)
+        for x, m, sd, c in zip(xs, means, stds, colors):
+            if key == "last_top1":  # accuracy: points (a bar's baseline would be arbitrary)
+                ax_.errorbar([x], [m], yerr=[sd], color=c, marker="D", ms=7, capsize=6, lw=2)
+            else:
+                ax_.bar([x], [m], yerr=[sd], capsize=4, color=c, alpha=0.8)
         for x, arm in zip(xs, arms):
             pts = [getattr(r, key) * scale for r in res.runs if r.arm == arm and getattr(r, key) is not None]
-            ax_.scatter([x] * len(pts), pts, color="black", s=14, zorder=3)
+            ax_.scatter([x + 0.12] * len(pts), pts, color="black", s=14, zorder=3)
         ax_.set_xticks(xs, [names.get(a, a) for a in arms])
+        ax_.set_xlim(-0.6, len(xs) - 0.4)
         ax_.set_ylabel(ylabel)
-    lo = min((r.last_top1 for r in res.runs if r.last_top1 is not None), default=0.0)
-    ax.set_ylim(bottom=max(0.0, lo - 3))
     ax.set_title("Accuracy per arm (mean ± std, dots: seeds)")
     ax_r.set_title("Regularization share per arm")
     m = res.methods.get("wsl", {})

@@ -35,7 +35,8 @@ h3 { font-size: 1.05rem; margin: 1.6rem 0 .4rem; }
 .scroll { overflow-x: auto; max-width: 100%; }
 table { border-collapse: collapse; font-size: .86rem; background: #fff; margin: .4rem 0 1rem; max-width: 100%; }
 th, td { border: 1px solid #d8dde6; padding: .22rem .4rem; text-align: right; }
-td { white-space: nowrap; } td.w { white-space: normal; overflow-wrap: anywhere; min-width: 12rem; }
+td { white-space: nowrap; } td.w { white-space: normal; overflow-wrap: anywhere; }
+#summary td.w, #runs td.w, #per-class td.w { min-width: 12rem; }
 th { background: #f0f2f6; font-weight: 600; } td.l, th.l { text-align: left; }
 table.dense { font-size: .8rem; } table.dense th { font-size: .76rem; }
 tbody tr:nth-child(even) td { background-color: #f8f9fb; }
@@ -90,8 +91,11 @@ show the mean over its seeds with a ± 1 standard-deviation band, and n is the n
 
 
 def _figure(plot: Plot) -> str:
-    data = base64.b64encode(plot.png.read_bytes()).decode("ascii")
-    return (f'<figure id="fig-{escape(plot.name)}"><img src="data:image/png;base64,{data}" '
+    """The PNG inline, shown at 2/3 of its pixel size (sharp on high-density screens, not oversized)."""
+    raw = plot.png.read_bytes()
+    width = int.from_bytes(raw[16:20], "big") * 2 // 3
+    data = base64.b64encode(raw).decode("ascii")
+    return (f'<figure id="fig-{escape(plot.name)}"><img src="data:image/png;base64,{data}" width="{width}" '
             f'alt="{escape(plot.title)}"><figcaption><b>{escape(plot.title)}.</b> {escape(plot.caption)} '
             f'<a href="{escape(plot.svg.name)}">SVG</a> · <a href="{escape(plot.png.name)}">PNG</a></figcaption>'
             "</figure>")
@@ -124,8 +128,9 @@ def render_html(groups: list[RunGroup], analyses: list[AnalysisFile], plots: lis
         f"<title>{escape(title)}</title><style>{_CSS}</style><script>{_HEAD_SCRIPT}</script></head>",
         '<body data-images-loaded="0" data-images-total="0"><main>',
         f"<h1>{escape(title)}</h1>",
-        f'<p class="meta">Generated {now} by <code>softlabels report</code> from {len(runs)} run folder(s) '
-        f"in {len(groups)} configuration(s) and {len(analyses)} analysis result(s)"
+        f'<p class="meta">Generated {now} by <code>softlabels report</code> from '
+        + (f"{len(runs)} run folder(s) in {len(groups)} configuration(s) and " if runs else "")
+        + f"{len(analyses)} analysis result(s)"
         + (f"; dataset: {escape(', '.join(datasets))}" if datasets else "") + ".</p>",
         _test_selection_warning(runs),
         _EXPLAIN if runs else "",
@@ -156,6 +161,9 @@ def render_html(groups: list[RunGroup], analyses: list[AnalysisFile], plots: lis
         for a, name in zip(analyses, names):
             parts += [f"<h3>{escape(by_file[name].title)} <small class=\"meta\">({escape(a.path.name)})</small></h3>",
                       _figure(by_file[name]), analysis_table(a)]
+        if any(TEST_MARK in analysis_table(a) for a in analyses):
+            parts.append(f'<p class="meta">{TEST_MARK} Best top-1 of runs without a validation split: the best epoch '
+                         "was chosen on the test set (optimistic). The analyses answer with the last epoch.</p>")
     parts += ['<p id="images-loaded"></p>', "</main>", f"<script>{_SCRIPT}</script>", "</body></html>"]
     return "\n".join(p for p in parts if p) + "\n"
 
