@@ -364,7 +364,6 @@ def test_torchvision_weight_enum_from_the_torch_home_cache(tmp_path, monkeypatch
 def test_torchvision_weights_as_teacher_checkpoint(tmp_path, monkeypatch):
     """teacher.checkpoint: torchvision:ResNet18_Weights.IMAGENET1K_V1 reads the torch hub cache file."""
     from conftest import tiny_experiment
-
     from softlabels.config import validate_config
     from softlabels.engine.checkpoint import sha256_of
     from softlabels.engine.trainer import load_teacher

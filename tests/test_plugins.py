@@ -90,8 +90,8 @@ def test_failing_imports_are_one_line_errors_naming_the_module(tmp_path, monkeyp
     assert main(["--import", "broken_plugin_mod", "list"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "'broken_plugin_mod'" in err and "RuntimeError: boom" in err
-    from softlabels.config import validate_config
     from conftest import tiny_experiment
+    from softlabels.config import validate_config
 
     with pytest.raises(UserError, match=r"no_such_plugin_mod.*imports"):
         validate_config(tiny_experiment(tmp_path, imports=["no_such_plugin_mod"]), "x.yaml")
@@ -100,8 +100,8 @@ def test_failing_imports_are_one_line_errors_naming_the_module(tmp_path, monkeyp
 
 
 def test_config_imports_register_names_before_validation(tmp_path, monkeypatch):
-    from softlabels.config import validate_config
     from conftest import tiny_experiment
+    from softlabels.config import validate_config
 
     monkeypatch.syspath_prepend(str(tmp_path))
     (tmp_path / "cfg_import_plugin.py").write_text(
@@ -175,12 +175,13 @@ def test_torch_dataset_adapter_splits_indices_and_workers(monkeypatch):
     first = epoch(data.train, 1)
     seen = torch.cat([i for _, _, i in first])
     assert sorted(seen.tolist()) == train_idx.tolist()  # every training index once, original numbering
-    for x, y, i in first:
+    for _, y, i in first:
         assert torch.equal(y, labels[i])
     plain = Blobs(384, seed=1)
     assert any(not torch.equal(x[0], plain[int(i[0])][0]) for x, _, i in first)  # augmented
     with_workers = epoch(build_data({**cfg, "num_workers": 2}, seed=5).train, 1)
     for (xa, ya, ia), (xb, yb, ib) in zip(first, with_workers):  # same batches whatever the worker count
+        assert torch.equal(ya, yb)
         assert torch.equal(xa, xb) and torch.equal(ia, ib)
     assert not all(torch.equal(a[2], b[2]) for a, b in zip(first, epoch(data.train, 2)))  # a new order per epoch
 
