@@ -134,6 +134,10 @@ def test_installed_entry_points_are_loaded(tmp_path, monkeypatch):
         import sys
 
         assert sys.modules["ep_plugin_mod"].LOADED
+        (tmp_path / "ep_plugin_fn.py").write_text("CALLS = []\ndef register():\n    CALLS.append(1)\n")
+        (info / "entry_points.txt").write_text("[softlabels.plugins]\nfn = ep_plugin_fn:register\n")
+        assert "fn=ep_plugin_fn:register" in plugins.load_entry_points(force=True)
+        assert sys.modules["ep_plugin_fn"].CALLS == [1]  # `module:function`: imported, then called once
         (info / "entry_points.txt").write_text("[softlabels.plugins]\nbad = ep_missing_mod\n")
         with pytest.raises(UserError, match="'ep_missing_mod'.*entry point 'bad'"):
             plugins.load_entry_points(force=True)
