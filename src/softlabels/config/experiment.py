@@ -56,8 +56,10 @@ class TeacherConfig(StrictModel):
 
     name: str = Field(description="the teacher's architecture (from the config, never from the file name)")
     checkpoint: str = Field(
-        description="a softlabels checkpoint or a bare state dict (e.g. `torch.save(model.state_dict(), path)`); "
-        "`softlabels:REL` names a file shipped in the package (`softlabels:teachers/fashion_mnist_resnet20.pt`)"
+        description="a softlabels checkpoint, a RepDistiller/mdistiller checkpoint (`{model: state_dict, ...}`) or a "
+        "bare state dict (e.g. `torch.save(model.state_dict(), path)`); `softlabels:REL` names a file shipped in the "
+        "package (`softlabels:teachers/fashion_mnist_resnet20.pt`); `torchvision:resnet34.IMAGENET1K_V1` torchvision's "
+        "published weights (torch hub cache, downloaded on first use)"
     )
     num_classes: int | None = Field(None, ge=1, description="default: the dataset's class count")
     train_mode: bool = Field(
