@@ -199,6 +199,9 @@ def test_sections_are_typed_once(tmp_path, tiny):
     from softlabels.config import MethodConfig
 
     assert MethodConfig.of("wsl", alpha=1).params.alpha == 1.0
+    combined = MethodConfig.model_validate({"name": "fitnet+wsl", "wsl": {"temperature": 4}, "fitnet": {"weight": 100}})
+    assert combined.params.fitnet.weight == 100.0
+    assert combined.model_dump() == {"name": "fitnet+wsl", "wsl": {"temperature": 4}, "fitnet": {"weight": 100}}
 
 
 def test_committed_run_configs_dump_back_unchanged():
@@ -483,3 +486,20 @@ def test_unavailable_device_is_refused_when_checking_this_machine(tmp_path, tiny
     assert_one_line_error(rc, err, "runtime.device", "no CUDA device")
     rc, _ = cli(["validate", path, "runtime.device=cuda", "--no-files"], capsys)
     assert rc == 0  # the config itself is fine: another machine may have the GPU
+
+
+def test_yaml_alias_bombs_and_recursive_aliases_are_refused_quickly(tmp_path, capsys):
+    import time
+
+    lines = ["a0: &a0 [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]  # 10^9 values
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n")
+    start = time.perf_counter()
+    rc, err = cli(["validate", bomb], capsys)
+    assert_one_line_error(rc, err, str(bomb), "YAML aliases")
+    assert time.perf_counter() - start < 5
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("student: &s {name: resnet8, x: *s}\n")
+    rc, err = cli(["validate", loop], capsys)
+    assert_one_line_error(rc, err, str(loop))

@@ -40,6 +40,27 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- reading
+#: most values a YAML file may expand to (aliases can make a few lines expand exponentially).
+MAX_VALUES = 200_000
+
+
+def _expanded_size(node: Any, memo: dict[int, int]) -> int:
+    """Values in ``node`` counting every alias use, computed once per shared container (linear time)."""
+    if not isinstance(node, (dict, list)):
+        return 1
+    if id(node) in memo:
+        return memo[id(node)]
+    memo[id(node)] = MAX_VALUES + 1  # a container inside itself (a recursive alias) is too big
+    values = node.values() if isinstance(node, dict) else node
+    total = 1
+    for value in values:
+        total += _expanded_size(value, memo)
+        if total > MAX_VALUES:
+            break
+    memo[id(node)] = total
+    return total
+
+
 def read_yaml(path: str | Path, kind: str = "config") -> dict:
     """``yaml.safe_load`` a mapping from ``path``; ConfigError naming the file (a ``kind`` file) when it is
     missing, a folder, unreadable, not UTF-8 text, not valid YAML or not a mapping."""
@@ -63,6 +84,10 @@ def read_yaml(path: str | Path, kind: str = "config") -> dict:
         raise ConfigError(f"{kind} {path} is not valid YAML: {_yaml_problem(exc)}") from None
     if data is None:
         data = {}
+    size = _expanded_size(data, {})
+    if size > MAX_VALUES:
+        raise ConfigError(f"{kind} {path} expands to {size} values through YAML aliases (limit {MAX_VALUES}); "
+                          "write the values out instead")
     if not isinstance(data, dict):
         raise ConfigError(f"{kind} {path} must be a mapping of sections (data, student, method, ...)"
                           if kind == "config" else f"{kind} {path} must be a mapping of keys")
