@@ -278,3 +278,154 @@ def test_shipped_plan_is_valid():
     assert check_plan(copy.deepcopy(plan)) > 0
     assert len(plan.seeds) >= 3 and len(plan.pairs) >= 2
     assert {"student", "kd", "wsl", "kd_filtered"} <= set(plan.methods)
+
+
+# ----------------------------------------------------------------------------- version-2 report
+def v2_plan(tmp_path: Path) -> dict:
+    raw = tiny_plan(tmp_path, seeds=[0, 1, 2, 3])
+    raw["pairs"]["q"] = {"teacher": "t", "student": "resnet14", "overrides": {"optim": {"lr": 0.01}}}
+    raw["methods"]["student"]["pairs"] = ["p", "q"]
+    raw["methods"]["kd"]["pairs"] = raw["methods"]["wsl"]["pairs"] = raw["methods"]["kd_equal"]["pairs"] = ["p"]
+    raw["selection"] = {"on_pair": "p"}
+    raw["results"].update(version=2, paired={"wsl": ["kd", "kd_equal"], "kd": ["student"]}, curves=["student"],
+                          share=["kd", "wsl"], share_paired={"wsl": ["kd_equal"]},
+                          claims={"pair": "p", "student": "student", "kd": "kd", "kd_same_scale": "kd_equal",
+                                  "wsl": "wsl", "strength": {"p": ["student", "kd", "wsl"]}})
+    return raw
+
+
+def fake_epochs(run, vals: list[float], best: float, last: float, shares: list[float] | None = None) -> None:
+    """A finished run folder with one metrics row per epoch (val top-1, and reg_fraction when given)."""
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    rows = [{"epoch": i + 1, "val_top1": v, "test_top1": last, **({"reg_fraction": shares[i]} if shares else {})}
+            for i, v in enumerate(vals)]
+    (run.run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run.run_dir / "summary.json").write_text(json.dumps(
+        {"epochs": len(vals), "total_epochs": len(vals), "best_val_top1": max(vals), "best_top1": best,
+         "last_top1": last, "best_epoch": 1, "wall_time_s": 1.0}))
+
+
+def test_v2_plan_keys_are_checked(tmp_path):
+    raw = v2_plan(tmp_path)
+    assert parse_plan(raw).results.version == 2
+    for key, value, match in (("curves", ["nope"], "results.curves: unknown method 'nope'"),
+                              ("share_paired", {"wsl": ["nope"]}, "results.share_paired: unknown method 'nope'"),
+                              ("claims", {"pair": "zz", "wsl": "wsl"}, "results.claims.pair: unknown pair 'zz'"),
+                              ("claims", {"pair": "p", "wsl": "wsl", "strength": {"p": ["student"]}},
+                               r"strength.p: give \[student row, KD row, WSL row\]")):
+        bad = v2_plan(tmp_path)
+        bad["results"][key] = value
+        with pytest.raises(ConfigError, match=match):
+            parse_plan(bad, "plan.yaml")
+    # the pair's learning rate reaches its runs only
+    plan = parse_plan(raw)
+    assert student_run(plan, "final", "q", "student", 0, {}).config["optim"]["lr"] == 0.01
+    assert student_run(plan, "final", "p", "student", 0, {}).config["optim"]["lr"] == 0.05
+
+
+def _fake_v2_results(tmp_path, wsl_minus_kd: list[float], share_slope: float):
+    """Every run of the v2 tiny plan finished with chosen numbers; returns (plan, results)."""
+    from softlabels.reproduce.collect import collect
+
+    plan = parse_plan(v2_plan(tmp_path))
+    chosen: dict = {}
+    for step in (1, 2):
+        for r in selection_runs(plan, step, chosen):
+            fake_epochs(r, [50.0] * 12, 60.0, 60.0, [0.3] * 12)
+        choose(plan, step, chosen)
+    for r in final_runs(plan, chosen):
+        s = r.seed
+        share = 0.20 + 0.01 * s
+        kd = 80.0 + share_slope * share  # KD's accuracy is a line in its share: r = -1, +1 or undefined
+        best = {"student": 75.0 + 0.1 * s, "kd": kd, "kd_equal": kd + 0.05 * (s - 1.5),
+                "wsl": kd + wsl_minus_kd[s]}[r.method]
+        vals = [40.0 + 3 * e for e in range(8)] + [62.0, 62.5, 62.4, 62.6, 62.5, 62.6]  # flattens
+        fake_epochs(r, vals, best, best - 0.1, [share] * len(vals))
+    return plan, collect(plan)
+
+
+def test_v2_collect_curves_shares_and_ci(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    plan, results = _fake_v2_results(tmp_path, [1.0, 1.2, 0.9, 1.1], share_slope=-20.0)
+    curve = results["curves"]["p/student"]
+    assert sorted(curve["seeds"]) == ["0", "1", "2", "3"] and len(curve["seeds"]["0"]["val_top1"]) == 14
+    # last 5 (62.6, 62.5, 62.4, 62.6, 62.5 ... ) minus the 5 before, by hand
+    vals = [40.0 + 3 * e for e in range(8)] + [62.0, 62.5, 62.4, 62.6, 62.5, 62.6]
+    assert curve["last5_change"] == pytest.approx(sum(vals[-5:]) / 5 - sum(vals[-10:-5]) / 5)
+    assert "q/student" in results["curves"]
+    kd_share = results["shares"]["rows"]["p/kd"]
+    assert kd_share["share_mean"] == pytest.approx([20.0, 21.0, 22.0, 23.0])
+    assert kd_share["r_share_best"]["r"] == pytest.approx(-1.0)  # best = 80 - 20 * share: perfectly negative
+    paired = results["pairs"]["p"]["paired"]["wsl-kd"]["best"]
+    assert paired["mean_diff"] == pytest.approx(1.05) and paired["ci_low"] > 0 and paired["d_z"] > 0
+    share_cmp = results["shares"]["paired"]["p/wsl-kd_equal"]
+    assert share_cmp["mean_diff"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_v2_markdown_words_follow_the_measured_signs(tmp_path, monkeypatch):
+    from softlabels.reproduce.collect import write_results
+
+    monkeypatch.chdir(tmp_path)
+    plan, _ = _fake_v2_results(tmp_path / "a", [1.0, 1.2, 0.9, 1.1], share_slope=-20.0)
+    write_results(plan)
+    md = Path(plan.results.markdown).read_text()
+    assert "## What this says about WSL" in md and "WSL beats KD here, as the paper reports." in md
+    assert "mean diff [95 % CI]" in md and "| wsl − kd | best | +1.05 [" in md
+    assert "a higher share went with lower accuracy, as the paper argues." in md
+    assert "## Convergence: validation top-1 per epoch" in md
+    assert (Path(plan.results.figures) / "tiny_val_curves.png").is_file()
+    # the opposite signs give the opposite words; a noisy difference gives "cannot tell" wording
+    plan, _ = _fake_v2_results(tmp_path / "b", [-1.0, -1.2, -0.9, -1.1], share_slope=20.0)
+    write_results(plan)
+    md = Path(plan.results.markdown).read_text()
+    assert "WSL is worse than KD here, against the paper's claim." in md
+    assert "a higher share went with higher accuracy, against the paper's argument." in md
+    plan, _ = _fake_v2_results(tmp_path / "c", [1.0, -1.2, 0.9, -0.5], share_slope=0.0)
+    write_results(plan)
+    md = Path(plan.results.markdown).read_text()
+    assert "the paper's claim is not confirmed here." in md
+    assert "WSL beats KD" not in md and "WSL is worse than KD here" not in md
+
+
+def test_v1_layout_is_unchanged(tmp_path, monkeypatch):
+    """Version 1 (the default) keeps the original paired record and table: committed reports regenerate."""
+    monkeypatch.chdir(tmp_path)
+    raw = v2_plan(tmp_path)
+    for key in ("version", "curves", "share", "share_paired", "claims"):
+        raw["results"].pop(key)
+    from softlabels.reproduce.collect import collect, markdown
+
+    plan = parse_plan(raw)
+    chosen: dict = {}
+    for step in (1, 2):
+        for r in selection_runs(plan, step, chosen):
+            fake_finished(r, 50.0)
+        choose(plan, step, chosen)
+    for r in final_runs(plan, chosen):
+        fake_finished(r, 50.0, test=80.0 + r.seed * (r.method == "wsl"))
+    results = collect(plan)
+    rec = results["pairs"]["p"]["paired"]["wsl-kd"]["best"]
+    assert set(rec) == {"n", "diffs", "mean_diff", "std_diff", "wins", "losses", "t", "p"}
+    assert rec["t"] == pytest.approx(rec["mean_diff"] / (rec["std_diff"] / 2))
+    assert "curves" not in results and "shares" not in results
+    md = markdown(plan, results, None, tmp_path)
+    assert "| Comparison | metric | mean diff | std | wins/losses | t | p (two-sided) |" in md
+    assert "What this says about WSL" not in md and "95 % CI" not in md
+
+
+def test_shipped_v2_plan_is_valid_and_fits_its_design():
+    from softlabels.reproduce import load_plan
+
+    plan = load_plan("configs/reproduce/fashion_mnist_v2.yaml")
+    assert check_plan(copy.deepcopy(plan)) > 0
+    assert plan.base["schedule"]["epochs"] >= 30 and len(plan.seeds) == 5 and len(plan.pairs) == 3
+    assert plan.pairs["resnet20-mobilenetv2"].overrides["optim"]["lr"] == 0.01
+    from softlabels.methods import list_methods
+
+    zoo = {plan.methods[m].overrides.get("method", {}).get("name") for m in plan.methods}
+    assert set(list_methods()) <= zoo  # every registered method has a row
+    for name, m in plan.methods.items():
+        if (m.pairs or list(plan.pairs)) == ["resnet20-resnet8"]:
+            assert len(plan.method_seeds(name)) >= 3, name
+    for row in ("kd", "kd_w1", "wsl", "wsl_std", "kd_filtered"):
+        assert plan.methods[row].select and plan.method_seeds(row) == [0, 1, 2, 3, 4]

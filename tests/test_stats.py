@@ -66,3 +66,5 @@ def test_pearson_ci_known_answer():
     assert pearson_ci([1.0, 2.0, 3.0], [3.0, 2.0, 1.0])["r"] == pytest.approx(-1.0)
     assert pearson_ci([1.0, 2.0, 3.0], [3.0, 2.0, 1.0])["ci_low"] is None  # n < 4
     assert pearson_ci([1.0, 1.0, 1.0, 1.0], [1.0, 2.0, 3.0, 4.0])["r"] is None  # constant input
+    line = pearson_ci([1.0, 2.0, 3.0, 4.0], [8.0, 6.0, 4.0, 2.0])
+    assert line["r"] == pytest.approx(-1.0) and line["ci_low"] == line["ci_high"] == line["r"]

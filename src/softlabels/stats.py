@@ -76,7 +76,8 @@ def pearson_ci(x: Sequence[float], y: Sequence[float], confidence: float = 0.95)
     """Pearson r of paired values with its two-sided p (``scipy.stats.pearsonr``) and a Fisher-z interval.
 
     Returns {"n", "r", "p", "ci_low", "ci_high"}; r and p are None with fewer than 3 pairs or a
-    constant input; the interval, tanh(atanh(r) +- z_{(1+c)/2} / sqrt(n - 3)), needs n >= 4.
+    constant input; the interval, tanh(atanh(r) +- z_{(1+c)/2} / sqrt(n - 3)), needs n >= 4 (it is
+    the single point r when |r| = 1).
     """
     from scipy import stats as sps
 
@@ -87,7 +88,9 @@ def pearson_ci(x: Sequence[float], y: Sequence[float], confidence: float = 0.95)
     res = sps.pearsonr([u for u, _ in pairs], [v for _, v in pairs])
     r = max(-1.0, min(1.0, float(res.statistic)))
     out.update(r=r, p=float(res.pvalue))
-    if len(pairs) >= 4 and abs(r) < 1:
+    if len(pairs) >= 4 and abs(r) >= 1 - 1e-12:  # a perfect line: the interval collapses to r
+        out.update(ci_low=r, ci_high=r)
+    elif len(pairs) >= 4:
         half = sps.norm.ppf(0.5 + confidence / 2) / math.sqrt(len(pairs) - 3)
         out.update(ci_low=math.tanh(math.atanh(r) - half), ci_high=math.tanh(math.atanh(r) + half))
     return out

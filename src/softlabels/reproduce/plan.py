@@ -70,7 +70,24 @@ class SelectionSpec(_Strict):
     on_pair: str | None = Field(None, description="search on this pair only and use its choice for every pair")
 
 
+class ClaimsSpec(_Strict):
+    """Rows that the generated "what this says about WSL" section compares (version 2 reports)."""
+
+    pair: str = Field(description="the pair whose rows are compared")
+    student: str | None = None
+    kd: str | None = Field(None, description="KD at the CRD-benchmark scaling (CE 0.1 / soft 0.9)")
+    kd_same_scale: str | None = Field(None, description="KD at WSL's scaling (CE 1 / soft alpha, every weight 1)")
+    wsl: str = Field(description="WSL as in the paper (CE 1 / soft alpha)")
+    wsl_kd_scale: str | None = Field(None, description="WSL's weights at KD's scaling (CE 0.1 / soft 0.9)")
+    filtered: str | None = Field(None, description="soft loss of regularization samples removed")
+    strength: dict[str, list[str]] = Field(
+        default_factory=dict, description="{pair: [student row, KD row, WSL row]} for the teacher-strength comparison")
+
+
 class ResultsSpec(_Strict):
+    version: Literal[1, 2] = Field(
+        1, description="report layout: 1 the original (committed v1 reports regenerate byte for byte); 2 adds "
+                       "confidence intervals and effect sizes, curves, share analysis and the WSL summary")
     json_path: str = Field("docs/results/results.json", alias="json")
     markdown: str = "docs/results.md"
     figures: str = "docs/results"
@@ -78,6 +95,12 @@ class ResultsSpec(_Strict):
     paper_numbers: str | None = Field(None, description="YAML of published numbers shown as 'not run here'")
     paired: dict[str, list[str]] = Field(
         default_factory=dict, description="{row: [rows]}: compare row with each of those rows, seed by seed")
+    curves: list[str] = Field(default_factory=list, description="rows whose per-epoch validation top-1 is plotted")
+    share: list[str] = Field(
+        default_factory=list, description="rows whose regularization-sample share is related to accuracy across seeds")
+    share_paired: dict[str, list[str]] = Field(
+        default_factory=dict, description="{row: [rows]}: compare the regularization-sample share seed by seed")
+    claims: ClaimsSpec | None = None
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
@@ -114,10 +137,27 @@ class Plan(_Strict):
                     raise ValueError(f"methods.{name}.pairs: unknown pair {pair!r}")
         if self.selection.on_pair is not None and self.selection.on_pair not in self.pairs:
             raise ValueError(f"selection.on_pair: unknown pair {self.selection.on_pair!r}")
-        for row, others in self.results.paired.items():
-            for name in [row, *others]:
-                if name not in self.methods:
-                    raise ValueError(f"results.paired: unknown method {name!r}")
+        res = self.results
+        for key, table in (("paired", res.paired), ("share_paired", res.share_paired),
+                           ("curves", {r: [] for r in res.curves}), ("share", {r: [] for r in res.share})):
+            for row, others in table.items():
+                for name in [row, *others]:
+                    if name not in self.methods:
+                        raise ValueError(f"results.{key}: unknown method {name!r}")
+        if res.claims is not None:
+            c = res.claims
+            if c.pair not in self.pairs:
+                raise ValueError(f"results.claims.pair: unknown pair {c.pair!r}")
+            named = [c.student, c.kd, c.kd_same_scale, c.wsl, c.wsl_kd_scale, c.filtered]
+            for pair, rows in c.strength.items():
+                if pair not in self.pairs:
+                    raise ValueError(f"results.claims.strength: unknown pair {pair!r}")
+                if len(rows) != 3:
+                    raise ValueError(f"results.claims.strength.{pair}: give [student row, KD row, WSL row]")
+                named += rows
+            for name in named:
+                if name is not None and name not in self.methods:
+                    raise ValueError(f"results.claims: unknown method {name!r}")
         return self
 
     def method_pairs(self, method: str) -> list[str]:
