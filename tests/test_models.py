@@ -394,3 +394,13 @@ def test_torchvision_weights_as_teacher_checkpoint(tmp_path, monkeypatch):
     assert info["checkpoint"] == spec and info["sha256"] == sha256_of(cache / "resnet18-f37072fd.pth")
     with pytest.raises(UserError, match="unknown torchvision weights"):
         resolve_path("torchvision:ResNet18_Weights.NOPE")
+
+
+def test_list_models_command_shows_torchvision_names_and_shipped_weights(capsys):
+    from softlabels.cli import main
+
+    assert main(["list", "models"]) == 0
+    out = capsys.readouterr().out
+    assert "resnet20: fashion_mnist, 10 classes, 1 channel(s)" in out
+    assert "softlabels:teachers/fashion_mnist_resnet20.pt" in out
+    assert "torchvision:resnet18 [IMAGENET1K_V1]" in out and "torchvision:resnet50 [IMAGENET1K_V1 IMAGENET1K_V2]" in out
