@@ -120,6 +120,24 @@ def test_tensorboard_writes_scalars_and_histogram(tmp_path):
     assert h1.histogram_value.bucket_limit[0] == pytest.approx(0.1) and h1.histogram_value.num == 10
 
 
+
+def test_tracker_that_cannot_start_is_one_line(tmp_path, monkeypatch):
+    import wandb
+
+    def not_logged_in(**kwargs):
+        raise wandb.errors.UsageError("api_key not configured (no-tty). call wandb.login(key=[your_api_key])\nmore")
+
+    monkeypatch.setattr(wandb, "init", not_logged_in)
+    [logger] = build_callbacks([{"name": "wandb", "mode": "online"}], "logger")
+    with pytest.raises(UserError) as err:
+        logger.on_fit_start(fake_trainer(tmp_path / "w"))
+    assert "\n" not in str(err.value) and "api_key not configured" in str(err.value)
+    assert "mode: offline" in str(err.value)
+    [logger] = build_callbacks([{"name": "mlflow", "tracking_uri": "nosuch://host"}], "logger")
+    with pytest.raises(UserError, match=r"^logger 'mlflow' could not start an MLflow run at nosuch://host: "):
+        logger.on_fit_start(fake_trainer(tmp_path / "m"))
+
+
 @pytest.mark.slow
 def test_two_epoch_run_with_all_three_loggers_then_resume(tmp_path, tiny, tiny_teacher, monkeypatch):
     """A real WSL run writes what TensorBoard, W&B and MLflow read back; --resume continues the same runs."""

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from softlabels import io
 from softlabels.callbacks.base import Callback, CallbackParams, register_logger
-from softlabels.callbacks.tracking import epoch_histograms, epoch_scalars, flat_config, require
+from softlabels.callbacks.tracking import epoch_histograms, epoch_scalars, first_line, flat_config, require
+from softlabels.errors import UserError
 
 ID_FILE = "mlflow_run.json"
 _BATCH = 100  # MLflow's per-request limit on parameters
@@ -53,29 +54,41 @@ class MlflowLogger(Callback):
     def on_fit_start(self, trainer) -> None:
         if not trainer.dist.is_main:
             return
-        from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 
+        uri = self.tracking_uri(trainer)
+        try:
+            self.client = MlflowClient(tracking_uri=uri)
+            self.run_id = self._open_run(trainer, uri)
+        except Exception as exc:  # unreachable server, bad URI, refused store: a user's problem, one line
+            self.client = None
+            raise UserError(f"logger 'mlflow' could not start an MLflow run at {uri}: {first_line(exc)}; "
+                            "check the logger's tracking_uri") from None
+
+    def _open_run(self, trainer, uri: str) -> str:
+        """The run id kept in mlflow_run.json (a resumed run), or a new run with the config as parameters."""
+        from mlflow.entities import Param
+
         p, folder = self.params, Path(trainer.run_dir.path)
-        self.client = MlflowClient(tracking_uri=self.tracking_uri(trainer))
         id_path = folder / ID_FILE
         if id_path.is_file():
-            self.run_id = io.read_json(id_path, "MLflow run id file")["id"]
-            self.client.update_run(self.run_id, status="RUNNING")
-            return
+            run_id = io.read_json(id_path, "MLflow run id file")["id"]
+            self.client.update_run(run_id, status="RUNNING")
+            return run_id
         experiment = self.client.get_experiment_by_name(p.experiment_name)
         if experiment is not None:
             experiment_id = experiment.experiment_id
         else:  # the default store keeps its artifacts beside it, not in the working directory
             location = None if p.tracking_uri else (folder / "mlartifacts").resolve().as_uri()
             experiment_id = self.client.create_experiment(p.experiment_name, artifact_location=location)
-        run = self.client.create_run(experiment_id, run_name=p.run_name or trainer.exp.name, tags=dict(p.tags))
-        self.run_id = run.info.run_id
-        io.write_json(id_path, {"id": self.run_id, "tracking_uri": self.tracking_uri(trainer)})
+        run_id = self.client.create_run(experiment_id, run_name=p.run_name or trainer.exp.name,
+                                        tags=dict(p.tags)).info.run_id
+        io.write_json(id_path, {"id": run_id, "tracking_uri": uri})
         if p.log_config:
             params = [Param(k, v[:6000]) for k, v in flat_config(trainer.exp.model_dump(mode="json")).items()]
             for i in range(0, len(params), _BATCH):
-                self.client.log_batch(self.run_id, params=params[i : i + _BATCH])
+                self.client.log_batch(run_id, params=params[i : i + _BATCH])
+        return run_id
 
     def on_epoch_end(self, trainer, record: dict) -> None:
         if self.client is None:

@@ -80,6 +80,12 @@ def flat_config(obj: Any, prefix: str = "") -> dict[str, str]:
     return {prefix.rstrip("."): "null" if obj is None else str(obj)}
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (libraries' errors can run to pages)."""
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:limit]
+
+
 def require(package: str, *, logger: str, extra: str) -> None:
     """UserError naming the extra to install when ``package`` cannot be imported."""
     try:

@@ -15,7 +15,8 @@ from typing import Literal
 
 from softlabels import io
 from softlabels.callbacks.base import Callback, CallbackParams, register_logger
-from softlabels.callbacks.tracking import epoch_histograms, epoch_scalars, require
+from softlabels.callbacks.tracking import epoch_histograms, epoch_scalars, first_line, require
+from softlabels.errors import UserError
 
 ID_FILE = "wandb_run.json"
 
@@ -54,11 +55,16 @@ class WandbLogger(Callback):
         p, folder = self.params, Path(trainer.run_dir.path)
         id_path = folder / ID_FILE
         run_id = io.read_json(id_path, "W&B run id file")["id"] if id_path.is_file() else None
-        self.run = wandb.init(
-            project=p.project, entity=p.entity, name=p.name or trainer.exp.name, group=p.group, tags=p.tags or None,
-            notes=p.notes, mode=p.mode, dir=p.dir or str(folder), config=trainer.exp.model_dump(mode="json"),
-            id=run_id, resume="allow" if run_id else None, settings=wandb.Settings(console="off"),
-        )
+        try:
+            self.run = wandb.init(
+                project=p.project, entity=p.entity, name=p.name or trainer.exp.name, group=p.group,
+                tags=p.tags or None, notes=p.notes, mode=p.mode, dir=p.dir or str(folder),
+                config=trainer.exp.model_dump(mode="json"), id=run_id, resume="allow" if run_id else None,
+                settings=wandb.Settings(console="off"),
+            )
+        except Exception as exc:  # not logged in, no network, bad entity/project: a user's problem, one line
+            raise UserError(f"logger 'wandb' could not start a W&B run: {first_line(exc)}; run `wandb login`, "
+                            "or use mode: offline (or WANDB_MODE=offline)") from None
         if run_id is None:
             io.write_json(id_path, {"id": self.run.id})
 
