@@ -503,3 +503,6 @@ def test_yaml_alias_bombs_and_recursive_aliases_are_refused_quickly(tmp_path, ca
     loop.write_text("student: &s {name: resnet8, x: *s}\n")
     rc, err = cli(["validate", loop], capsys)
     assert_one_line_error(rc, err, str(loop))
+    ok = write(tmp_path, {"student": {"name": "resnet8"}}, "ok.yaml")
+    rc, err = cli(["validate", ok, "seed=&a [*a]", "--no-files"], capsys)
+    assert_one_line_error(rc, err, "override")

@@ -107,6 +107,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {text!r}: value is not valid YAML ({_yaml_problem(exc)})") from None
+    if _expanded_size(value, {}) > MAX_VALUES:
+        raise ConfigError(f"override {text!r}: the value expands to too many values (recursive YAML alias?)")
     return key.split("."), value
 
 
