@@ -106,13 +106,16 @@ def fake_trainer(folder: Path, start_epoch: int = 0):
 
 
 def test_tensorboard_writes_scalars_and_histogram(tmp_path):
-    [logger] = build_callbacks(["tensorboard"], "logger")
+    from softlabels.callbacks.tensorboard import TensorBoardLogger, TensorBoardParams
+
+    logger = TensorBoardLogger(TensorBoardParams(log_dir=str(tmp_path / "tb")))  # from Python, with an option
     trainer = fake_trainer(tmp_path / "run")
     logger.on_fit_start(trainer)
     logger.on_epoch_end(trainer, dict(RECORD))
     logger.on_epoch_end(trainer, {**RECORD, "epoch": 2, "test_top1": 60.0})
     logger.on_fit_end(trainer, {})
-    scalars, hists = tensorboard_scalars(tmp_path / "run" / "tensorboard")
+    assert not (tmp_path / "run" / "tensorboard").exists()
+    scalars, hists = tensorboard_scalars(tmp_path / "tb")
     assert scalars["top1/test"] == [(1, 50.0), (2, 60.0)]
     assert scalars["loss/train_kd"][0] == (1, 1.0)
     [h1, _] = hists["wsl/weight"]

@@ -194,7 +194,8 @@ class _EpochBar:
 
         self.bar = tqdm(total=steps, desc=desc, leave=True, dynamic_ncols=True, file=sys.stderr, disable=None,
                         mininterval=self.REFRESH_S, unit="step")
-        self.sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss * n, correct, n
+        self.sums = torch.zeros(2, device=device)  # loss * n, correct (float32: MPS has no float64)
+        self.seen = 0
         self.last_refresh = 0.0
 
     @property
@@ -205,12 +206,12 @@ class _EpochBar:
         n = targets.numel()
         loss = sum(t.detach().float() for t in step_output.terms.values())
         correct = (step_output.logits.detach().argmax(1) == targets).sum()
-        self.sums += torch.stack([loss.double() * n, correct.double(), torch.tensor(float(n), device=loss.device,
-                                                                                    dtype=torch.float64)])
+        self.sums += torch.stack([loss * n, correct.float()])  # stays on the device: no sync per step
+        self.seen += n
         now = time.perf_counter()
         last = self.bar.n + 1 >= self.bar.total
         if now - self.last_refresh >= self.REFRESH_S or last:
-            loss_sum, hits, seen = self.sums.tolist()  # the only host sync, about twice a second
+            (loss_sum, hits), seen = self.sums.tolist(), self.seen  # the only host sync, about twice a second
             self.bar.set_postfix_str(f"loss {loss_sum / max(seen, 1):.4f} · train {100 * hits / max(seen, 1):.2f}%"
                                      f" · run ETA {duration(eta)}", refresh=False)
             self.last_refresh = now
