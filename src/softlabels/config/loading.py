@@ -289,6 +289,8 @@ def validate_config(raw: dict, source: str = "<dict>", *, check_files: bool = Tr
     """
     if not isinstance(raw, dict):
         raise ConfigError(f"invalid config {source}: expected a mapping of sections, got {type(raw).__name__}")
+    if _expanded_size(raw, {}) > MAX_VALUES:
+        raise ConfigError(f"invalid config {source}: more than {MAX_VALUES} values (a container inside itself?)")
     _check_numbers(raw, source)
     from softlabels.plugins import load_plugins
 
