@@ -5,8 +5,9 @@ each, one seed. Two settings:
 
 - ``cifar``: resnet32x4 -> resnet8x4 on a CIFAR-shaped synthetic set (3x32x32, 100 classes; a random teacher:
   weights do not change the work);
-- ``fmnist``: resnet20 -> resnet8 on a Fashion-MNIST training subset (the shipped resnet20 teacher), the full
-  10,000-image test set evaluated after every epoch.
+- ``fmnist``: resnet20 -> resnet8 on Fashion-MNIST subsets (the shipped resnet20 teacher): ``--train-size``
+  seeded random training images and the first ``--test-size`` test images, written as IDX files into a
+  temporary ``data.root`` that both frameworks read.
 
 Both frameworks do the same work per run: build the models (teacher weights from the same checkpoint),
 train ``epochs`` epochs with random crop (padding 4) and flip, SGD (LR 0.01, momentum 0.9, weight decay
@@ -64,7 +65,7 @@ SETTINGS = {
     "cifar": {"teacher": "resnet32x4", "student": "resnet8x4", "shape": (3, 32, 32), "classes": 100,
               "train_size": 512, "test_size": 500},
     "fmnist": {"teacher": "resnet20", "student": "resnet8", "shape": (1, 28, 28), "classes": 10,
-               "train_size": 3000, "test_size": 10000},
+               "train_size": 3000, "test_size": 1000},
 }
 SHIPPED_FMNIST_TEACHER = Path(__file__).resolve().parents[1] / "src/softlabels/assets/teachers/fashion_mnist_resnet20.pt"
 
@@ -164,14 +165,14 @@ def torchdistill_run(method: dict, setting: dict, teacher_state: dict, train_set
 
 # ----------------------------------------------------------------------------- softlabels side
 def softlabels_config(method: dict, setting: str, sizes: dict, root: Path, teacher_ckpt: Path, batch: int,
-                      epochs: int, seed: int, cache: bool) -> dict:
+                      epochs: int, seed: int, cache: bool, data_root: Path | None = None) -> dict:
     s = SETTINGS[setting]
     if setting == "cifar":
         data = {"name": "synthetic", "synthetic": {"num_classes": s["classes"], "image_size": s["shape"][1],
                                                    "channels": s["shape"][0], "train_size": sizes["train_size"],
                                                    "test_size": sizes["test_size"]}}
     else:
-        data = {"name": "fashion_mnist", "train_subset": sizes["train_size"]}
+        data = {"name": "fashion_mnist", "root": str(data_root)}
     return {
         "name": f"{method['name']}_T{method['temperature']:g}", "seed": seed, "output_dir": str(root),
         "data": {**data, "batch_size": batch, "augment": True, "crop_padding": tdc.CROP_PADDING, "flip": True,
@@ -197,7 +198,9 @@ def softlabels_run(cfg: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- data for torchdistill
-def torchdistill_data(setting: str, sizes: dict, seed: int) -> tuple[Dataset, TensorDataset]:
+def torchdistill_data(setting: str, sizes: dict, seed: int, data_root: Path) -> tuple[Dataset, TensorDataset]:
+    """The data of the torchdistill side; for ``fmnist`` also writes the subsets as IDX files in ``data_root``
+    (softlabels' ``data.root``), so both frameworks train and test on the same images."""
     s = SETTINGS[setting]
     gen = torch.Generator().manual_seed(seed)
     if setting == "cifar":
@@ -206,27 +209,35 @@ def torchdistill_data(setting: str, sizes: dict, seed: int) -> tuple[Dataset, Te
                              torch.randint(0, s["classes"], (n,), generator=gen))
         return train, TensorDataset(torch.randn(m, *s["shape"], generator=gen),
                                     torch.randint(0, s["classes"], (m,), generator=gen))
-    from softlabels.data.fashion_mnist import MEAN, STD, load_fashion_mnist
+    from softlabels.data.fashion_mnist import FILES, MEAN, STD, load_fashion_mnist
+    from softlabels.data.idx import write_idx
 
     train_x, train_y, test_x, test_y = load_fashion_mnist()
+    pick = torch.randperm(train_x.shape[0], generator=gen)[: sizes["train_size"]]
+    train_x, train_y = train_x[pick], train_y[pick]
+    test_x, test_y = test_x[: sizes["test_size"]], test_y[: sizes["test_size"]]
+    data_root.mkdir(parents=True, exist_ok=True)
+    for key, tensor in (("train_images", train_x[:, 0]), ("train_labels", train_y), ("test_images", test_x[:, 0]),
+                        ("test_labels", test_y)):
+        write_idx(data_root / FILES[key], tensor.to(torch.uint8))
 
     def norm(x: torch.Tensor) -> torch.Tensor:
         return (x.float() / 255.0 - MEAN[0]) / STD[0]
 
-    pick = torch.randperm(train_x.shape[0], generator=gen)[: sizes["train_size"]]
-    return TensorImages(norm(train_x[pick]), train_y[pick]), TensorDataset(norm(test_x), test_y)
+    return TensorImages(norm(train_x), train_y), TensorDataset(norm(test_x), test_y)
 
 
 # ----------------------------------------------------------------------------- the comparison
 def loss_checks(methods: list[dict], setting: str, sizes: dict, root: Path, teacher_ckpt: Path, train_set,
-                batch: int, device: torch.device) -> list[dict]:
+                batch: int, device: torch.device, data_root: Path) -> list[dict]:
     """Each sweep point's loss of one batch in both frameworks with identical weights (no cache)."""
     from softlabels.engine.trainer import Trainer
 
     s = SETTINGS[setting]
     out = []
     for i, method in enumerate(methods):
-        cfg = softlabels_config(method, setting, sizes, root / f"check{i}", teacher_ckpt, batch, 1, 0, cache=False)
+        cfg = softlabels_config(method, setting, sizes, root / f"check{i}", teacher_ckpt, batch, 1, 0, cache=False,
+                                data_root=data_root)
         with contextlib.redirect_stderr(io.StringIO()):
             trainer = Trainer(validate_config(cfg))
         box = tdc.build_torchdistill_box(create_model(s["teacher"], s["classes"], s["shape"][0]),
@@ -247,8 +258,6 @@ def run_sweep(setting: str, epochs: int = 2, batch: int = 64, repeats: int = 1, 
     _register_wsl()
     s = SETTINGS[setting]
     sizes = {"train_size": train_size or s["train_size"], "test_size": test_size or s["test_size"]}
-    if setting == "fmnist":
-        sizes["test_size"] = 10000  # softlabels always evaluates the whole test set
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        "cpu" if device == "auto" else device)
     methods = sweep_methods(temperatures)
@@ -264,15 +273,17 @@ def run_sweep(setting: str, epochs: int = 2, batch: int = 64, repeats: int = 1, 
         from softlabels.engine.checkpoint import load_checkpoint
 
         teacher_state = load_checkpoint(teacher_ckpt)["model"]
-        train_set, test_set = torchdistill_data(setting, sizes, seed)
+        data_root = root / "fashion_mnist_subset"
+        train_set, test_set = torchdistill_data(setting, sizes, seed, data_root)
         test_loader = DataLoader(test_set, batch_size=512)
-        checks = loss_checks(methods, setting, sizes, root, teacher_ckpt, train_set, batch, dev)
+        checks = loss_checks(methods, setting, sizes, root, teacher_ckpt, train_set, batch, dev, data_root)
         for rep in range(repeats):
             sl_root, td_root = root / f"sl{rep}", root / f"td{rep}"
             td_root.mkdir(parents=True)
             t_sl = t_td = 0.0
             for i, method in enumerate(methods):
-                cfg = softlabels_config(method, setting, sizes, sl_root, teacher_ckpt, batch, epochs, seed, cache=True)
+                cfg = softlabels_config(method, setting, sizes, sl_root, teacher_ckpt, batch, epochs, seed, cache=True,
+                                        data_root=data_root)
                 order = ["softlabels", "torchdistill"] if (i + rep) % 2 == 0 else ["torchdistill", "softlabels"]
                 row = {"repeat": rep, "method": _label(method)}
                 for name in order:
@@ -336,7 +347,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--repeats", type=int, default=1, help="whole sweeps per framework (fresh teacher cache each)")
     p.add_argument("--train-size", type=int, default=None, help="training images (default per setting)")
-    p.add_argument("--test-size", type=int, default=None, help="test images of the synthetic setting")
+    p.add_argument("--test-size", type=int, default=None, help="test images (default per setting)")
     p.add_argument("--temperatures", type=float, nargs="+", default=[1, 2, 4, 8], help="KD temperatures")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
