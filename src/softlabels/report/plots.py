@@ -41,7 +41,7 @@ def _curve(ax, g: RunGroup, key: str, *, scale: float = 1.0, ls: str = "-", labe
 
 
 def accuracy_figure(groups: list[RunGroup]):
-    fig, (ax,) = new_figure(width=8.0, height=4.6)
+    fig, (ax,) = new_figure(width=9.0, height=4.6)
     n, last = 0, 0
     val_drawn = False
     for g in groups:
@@ -94,7 +94,7 @@ def reg_fraction_figure(groups: list[RunGroup]):
     reg = [g for g in groups if any(r.has_regularization for r in g.runs)]
     if not reg:
         return None
-    fig, (ax,) = new_figure(width=8.0, height=4.6)
+    fig, (ax,) = new_figure(width=9.0, height=4.6)
     last, n = 0, 0
     for g in reg:
         last = max(last, _curve(ax, g, "reg_fraction", scale=100, label=_entry(g)))
@@ -225,8 +225,8 @@ def make_plots(groups: list[RunGroup], analyses: list[AnalysisFile], out: Path) 
                               "at that T, bars: ± 1 std over them (none for a single run)."))
         elif any(r.has_regularization for g in groups for r in g.runs):
             ts = sorted({g.temperature for g in groups if g.temperature is not None})
-            notes.append("No plot against temperature: it needs distillation runs at two or more temperatures "
-                         f"(found T = {', '.join(f'{t:g}' for t in ts) or 'unknown'}).")
+            notes.append("No plot against temperature: it needs one configuration (method and other settings) "
+                         f"at two or more temperatures (found T = {', '.join(f'{t:g}' for t in ts) or 'unknown'}).")
         fig, left = wsl_weight_figure(groups)
         if fig is not None:
             plots.append(save(fig, out, "wsl_weights", "WSL weights",
