@@ -46,7 +46,9 @@ def test_non_tty_run_prints_plain_lines_that_train_log_keeps(tmp_path, tiny, cap
     cfg["runtime"]["progress"] = True  # a bar is asked for, but stderr is not a terminal
     with warnings.catch_warnings():
         warnings.simplefilter("always")
+        before = warnings.showwarning
         summary = train(validate_config(cfg), callbacks=[WarnOnce()])
+        assert warnings.showwarning is before  # the train.log hook is gone with the run
     err = capsys.readouterr().err
     assert not CONTROL.search(err), "a non-terminal run must not print bar control characters"
     run = tmp_path / "plain"
