@@ -22,6 +22,7 @@ the terminal (then the records reach it by propagation), so nothing is shown twi
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 
@@ -230,7 +231,8 @@ class Console(Callback):
     def __init__(self, params=None) -> None:
         super().__init__(params)
         self.bar: _EpochBar | None = None
-        self.log = logging.getLogger(LOGGER_NAME)
+        # now rather than at on_fit_start: the Trainer's own start-up warnings come before that event
+        self.log = setup_console(int(os.environ.get("RANK", "0")))
         self.epoch_times: list[float] = []
         self.epoch, self.epoch_t0, self.step_in_epoch = 0, time.perf_counter(), 0
 
