@@ -85,6 +85,7 @@ def test_user_callback_sees_every_event_in_order_and_extends_the_record(tmp_path
     exp = validate_config(tiny(tmp_path, name="kd", method={"name": "kd"}, epochs=2,
                                teacher={"name": "resnet8", "checkpoint": str(tiny_teacher)}))
     summary = softlabels.train(exp, callbacks=[rec])
+    assert summary["recorder_events"] == 9
     assert rec.events == [("fit_start", 0), ("epoch_start", 0), ("batch", True), ("epoch_end", 1), ("checkpoint", 1),
                           ("epoch_start", 1), ("batch", True), ("epoch_end", 2), ("checkpoint", 2), ("fit_end", 2)]
     rows = [json.loads(r) for r in (tmp_path / "kd" / "metrics.jsonl").read_text().splitlines()]

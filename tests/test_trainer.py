@@ -255,3 +255,107 @@ def test_method_diagnostics_reach_metrics(tmp_path, tiny, tiny_teacher):
     train(validate_config(cfg))
     row = json.loads((tmp_path / "prokt" / "metrics.jsonl").read_text().splitlines()[0])
     assert row["prokt_teacher_drift"] > 0 and "prokt_teacher_kl" in row
+
+
+# ----------------------------------------------------------------------------- fault injection
+def _fault_child(cfg: dict, fault: str, at: int) -> None:
+    """Forked child: train (resume when the folder holds a run) and SIGKILL itself at the chosen point.
+
+    fault "save": in the ``at``-th checkpoint write, after half of the temp file is on disk;
+    "metrics": in the ``at``-th metrics.jsonl append, after half of the line; "none": no fault.
+    """
+    import io as _io
+
+    import softlabels.io as sio
+    from softlabels.engine import checkpoint as ckpt_mod
+    from softlabels.engine.run_dir import RunDir
+
+    torch.set_num_threads(1)
+    calls = {"save": 0, "metrics": 0}
+    real_save, real_append = torch.save, sio.append_jsonl
+
+    def die_in_save(obj, f, *a, **k):
+        calls["save"] += 1
+        if fault == "save" and calls["save"] == at:
+            buf = _io.BytesIO()
+            real_save(obj, buf)
+            with open(f, "wb") as out:
+                out.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_save(obj, f, *a, **k)
+
+    def die_in_append(path, row):
+        calls["metrics"] += 1
+        if fault == "metrics" and calls["metrics"] == at:
+            with open(path, "a") as out:
+                out.write(json.dumps(row)[:20])
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_append(path, row)
+
+    ckpt_mod.torch.save = die_in_save
+    sio.append_jsonl = die_in_append
+    exp = validate_config(cfg)
+    rd = RunDir(exp.run_dir)
+    train(exp, resume_dir=rd.path if rd.is_run() else None)
+    os._exit(0)  # skip pytest's atexit machinery in the forked child
+
+
+def test_fault_injection_every_kill_resumes_bit_for_bit_or_restarts(tmp_path, tiny, capsys):
+    """>= 20 seeded SIGKILLs of a tiny run (in checkpoint writes, in metrics appends, at random times);
+    after each, re-running the same command (``--resume`` when the folder holds a run) must finish with
+    the uninterrupted run's weights and metrics, bit for bit, without deleting anything by hand."""
+    import multiprocessing as mp
+    import random
+
+    from softlabels.engine.run_dir import RunDir
+
+    ctx = mp.get_context("fork")
+    rng = random.Random(16)
+
+    def config(name):
+        cfg = tiny(tmp_path, name=name, epochs=3)
+        cfg["data"]["synthetic"].update(train_size=64, test_size=32, image_size=8)
+        cfg["data"]["batch_size"] = 16
+        cfg["runtime"]["threads"] = 1
+        return cfg
+
+    def run(cfg, fault="none", at=0, kill_after=None):
+        p = ctx.Process(target=_fault_child, args=(cfg, fault, at))
+        p.start()
+        p.join(timeout=kill_after)
+        if p.is_alive():
+            os.kill(p.pid, signal.SIGKILL)
+            p.join()
+        return p.exitcode
+
+    train(validate_config(config("warmup")))  # imports and first-call costs paid once, before any fork
+    t0 = time.perf_counter()
+    train(validate_config(config("reference")))  # in this process: the forked runs must match it bit for bit
+    duration = time.perf_counter() - t0
+    ref = RunDir(tmp_path / "reference")
+    ref_model = ref.load_checkpoint()["model"]
+    ref_top1 = [r["test_top1"] for r in ref.metrics()]
+    saves = 3 + sum(1 for r in ref.metrics() if r["epoch"] == ref.load_checkpoint("best")["epoch"])  # last.pt x3 + best.pt
+    counts = {"kills": 0, "resumed": 0, "restarted": 0}
+    for trial in range(20):
+        cfg = config(f"trial{trial}")
+        rd = RunDir(tmp_path / f"trial{trial}")
+        fault = rng.choice(["save", "metrics", "timed"])
+        if fault == "save":
+            code = run(cfg, "save", rng.randint(1, saves))
+        elif fault == "metrics":
+            code = run(cfg, "metrics", rng.randint(1, 3))
+        else:
+            code = run(cfg, kill_after=rng.uniform(0.02, 1.2 * duration))
+        if code == -signal.SIGKILL:
+            counts["kills"] += 1
+        counts["resumed" if rd.has_checkpoint() else "restarted"] += 1
+        assert run(cfg) == 0, f"trial {trial} ({fault}): the re-run failed"
+        state = rd.load_checkpoint()
+        assert state["epoch"] == 3 and all(torch.equal(state["model"][k], v) for k, v in ref_model.items()), trial
+        assert [r["test_top1"] for r in rd.metrics()] == ref_top1, trial
+        assert rd.is_finished() and not list(rd.path.glob(".*.tmp"))
+    with capsys.disabled():
+        print(f"\nfault injection: {counts['kills']} kills in 20 trials; re-runs resumed {counts['resumed']}, "
+              f"restarted {counts['restarted']}; all equal to the uninterrupted run")
+    assert counts["kills"] >= 20 - 3  # a timed kill may come after the run has finished
