@@ -156,10 +156,16 @@ def test_ctrl_c_before_a_checkpoint_says_there_is_nothing_to_resume(tmp_path, ti
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Trainer, "train_one_epoch", interrupted)
-    path = write_cfg(tmp_path, tiny(tmp_path, name="early", epochs=2))
+    path = write_cfg(tmp_path, tiny(tmp_path, name="early", epochs=1))
     assert main(["train", path]) == 130
     err = capsys.readouterr().err
-    assert "nothing to resume" in err and "--resume" not in err
+    assert "nothing to resume" in err and "the same command starts it over" in err and "--resume" not in err
+    monkeypatch.undo()
+    assert main(["train", path]) == 0  # as the notice says; the Trainer's restart warning reaches train.log
+    log = (tmp_path / "early" / "train.log").read_text()
+    assert "nothing to resume" in log
+    again = log[log.index("===== run early started again"):]
+    assert "warning: " in again and "starting it over" in again and "done:" in again
 
 
 def test_other_ranks_show_only_warnings_with_their_rank(capsys):

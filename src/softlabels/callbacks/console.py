@@ -316,5 +316,4 @@ def interrupt_notice(run_path, during: int | None = None) -> str:
     where = f" during epoch {during}" if during else ""
     if (path / "last.pt").is_file():
         return f"interrupted{where}; continue from the last checkpoint with: softlabels train --resume {path}"
-    return (f"interrupted{where} before the first checkpoint; nothing to resume: start again with the same "
-            f"command (remove {path} first if it holds metrics.jsonl)")
+    return f"interrupted{where} before the first checkpoint of {path}; nothing to resume: the same command starts it over"

@@ -92,11 +92,51 @@ def close_run_log() -> None:
         handler.close()
 
 
+class _StartupBuffer(logging.Handler):
+    """Holds the records logged between the callbacks' construction and ``on_fit_start`` (the
+    Trainer's checks of the run folder, e.g. "starting it over"), for train.log."""
+
+    LIMIT = 200
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.records) < self.LIMIT:
+            self.records.append(record)
+
+
+_startup: list[_StartupBuffer] = []
+
+
+def _take_startup_records() -> list[logging.LogRecord]:
+    records = []
+    while _startup:
+        buffer = _startup.pop()
+        logging.getLogger(LOGGER_NAME).removeHandler(buffer)
+        records = buffer.records + records
+    return records
+
+
 class LogFile(Callback):
     """Built-in: writes the run's console text to ``<run folder>/train.log`` (main process only)."""
 
     order = 0  # first, so that every other callback's start-of-run output is in the file
 
+    def __init__(self, params=None) -> None:
+        super().__init__(params)
+        _take_startup_records()  # a Trainer built earlier but never run
+        buffer = _StartupBuffer()
+        logging.getLogger(LOGGER_NAME).addHandler(buffer)
+        _startup.append(buffer)
+
     def on_fit_start(self, trainer) -> None:
+        records = _take_startup_records()
         if trainer.dist.is_main:
-            open_run_log(trainer)
+            handler = open_run_log(trainer)
+            for record in records:
+                handler.handle(record)
+
+    def on_exception(self, trainer, exc: BaseException) -> None:
+        _take_startup_records()
