@@ -2,9 +2,9 @@
 
 The :class:`LogFile` callback runs first (``order`` 0): at ``on_fit_start`` it attaches a file
 handler to the ``softlabels`` logger (and hooks ``warnings.showwarning`` for the life of the run,
-so Python warnings of any library are shown as usual and also kept), so every line the console prints -- the start-of-run header,
-warnings, the epoch lines, the final summary or the interruption notice -- is also appended to
-``<run folder>/train.log`` with a time stamp. Records logged between the construction of the
+so Python warnings of any library are shown as usual and also kept). Every line the console
+prints -- the start-of-run header, warnings, the epoch lines, the final summary or the
+interruption notice -- is also appended to ``<run folder>/train.log`` with a time stamp. Records logged between the construction of the
 callbacks and ``on_fit_start`` (the Trainer's checks of the run folder) are held and written
 first. A resumed run appends below a separator line.
 Only the main process writes under torchrun. ``--quiet`` quiets the console, not the file.
