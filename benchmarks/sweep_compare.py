@@ -25,6 +25,9 @@ train ``epochs`` epochs with random crop (padding 4) and flip, SGD (LR 0.01, mom
 Before timing, each sweep point's loss of one batch is computed by both frameworks with identical weights
 and must agree. Runs then alternate (softlabels run 1, torchdistill run 1, torchdistill run 2, softlabels
 run 2, ...) so that machine noise hits both alike; ``--repeats`` repeats the whole sweep (fresh cache).
+Wall time and the process's CPU time (user + system) are recorded per run; on a machine shared with other
+jobs, run with ``--threads 1`` (OpenMP threads that wait for each other on oversubscribed cores inflate
+wall time far more than the work) and compare the CPU-time ratio as well.
 
 Usage (from the repository root, ``pip install -e .[compare]``)::
 
@@ -38,6 +41,7 @@ import contextlib
 import io
 import os
 import platform
+import resource
 import statistics
 import sys
 import tempfile
@@ -263,6 +267,7 @@ def run_sweep(setting: str, epochs: int = 2, batch: int = 64, repeats: int = 1, 
     methods = sweep_methods(temperatures)
     runs: list[dict] = []
     totals: dict[str, list[float]] = {"softlabels": [], "torchdistill": []}
+    cpu: dict[str, list[float]] = {"softlabels": [], "torchdistill": []}  # process CPU time (user + system)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         if setting == "cifar":
@@ -280,28 +285,34 @@ def run_sweep(setting: str, epochs: int = 2, batch: int = 64, repeats: int = 1, 
         for rep in range(repeats):
             sl_root, td_root = root / f"sl{rep}", root / f"td{rep}"
             td_root.mkdir(parents=True)
-            t_sl = t_td = 0.0
+            t_sl = t_td = c_sl = c_td = 0.0
             for i, method in enumerate(methods):
                 cfg = softlabels_config(method, setting, sizes, sl_root, teacher_ckpt, batch, epochs, seed, cache=True,
                                         data_root=data_root)
                 order = ["softlabels", "torchdistill"] if (i + rep) % 2 == 0 else ["torchdistill", "softlabels"]
                 row = {"repeat": rep, "method": _label(method)}
                 for name in order:
-                    t0 = time.perf_counter()
+                    c0, t0 = _cpu_seconds(), time.perf_counter()
                     if name == "softlabels":
                         row["softlabels"] = softlabels_run(cfg)
                     else:
                         row["torchdistill"] = torchdistill_run(method, s, teacher_state, train_set, test_loader,
                                                                batch, epochs, seed, td_root, dev)
                     row[name]["seconds"] = time.perf_counter() - t0
+                    row[name]["cpu_seconds"] = _cpu_seconds() - c0
                 t_sl += row["softlabels"]["seconds"]
                 t_td += row["torchdistill"]["seconds"]
+                c_sl += row["softlabels"]["cpu_seconds"]
+                c_td += row["torchdistill"]["cpu_seconds"]
                 runs.append(row)
                 print(f"  [{rep + 1}/{repeats}] {row['method']:<8} softlabels {row['softlabels']['seconds']:6.1f} s  "
                       f"torchdistill {row['torchdistill']['seconds']:6.1f} s", flush=True)
             totals["softlabels"].append(t_sl)
             totals["torchdistill"].append(t_td)
+            cpu["softlabels"].append(c_sl)
+            cpu["torchdistill"].append(c_td)
     ratios = [td / sl for sl, td in zip(totals["softlabels"], totals["torchdistill"])]
+    cpu_ratios = [td / sl for sl, td in zip(cpu["softlabels"], cpu["torchdistill"])]
     load = None
     with contextlib.suppress(OSError):
         load = [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
@@ -312,6 +323,7 @@ def run_sweep(setting: str, epochs: int = 2, batch: int = 64, repeats: int = 1, 
         "sweep": [_label(m) for m in methods], "device": str(dev),
         "total_wall_s": totals,
         "ratio_torchdistill_over_softlabels": statistics.median(ratios), "ratio_per_repeat": ratios,
+        "total_cpu_s": cpu, "cpu_ratio_torchdistill_over_softlabels": statistics.median(cpu_ratios),
         "runs": runs, "loss_checks": checks,
         "torch": torch.__version__, "torchdistill": metadata.version("torchdistill"),
         "softlabels": metadata.version("softlabels"), "threads": torch.get_num_threads(),
@@ -319,6 +331,12 @@ def run_sweep(setting: str, epochs: int = 2, batch: int = 64, repeats: int = 1, 
         "python": platform.python_version(), "load_average_1_5_15_at_end": load,
         "env": {k: os.environ[k] for k in tdc.ENV_KEYS if k in os.environ},
     }
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process: less sensitive than wall time to other jobs on the machine."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def _processor() -> str | None:
@@ -335,7 +353,8 @@ def format_report(r: dict) -> str:
             f"({r['train_images']} train / {r['test_images']} test images), {r['device']}, {r['threads']} threads\n"
             f"  total wall: softlabels {statistics.median(sl):.1f} s, torchdistill {statistics.median(td):.1f} s; "
             f"torchdistill / softlabels {r['ratio_torchdistill_over_softlabels']:.2f}x "
-            f"(per repeat {', '.join(f'{x:.2f}' for x in r['ratio_per_repeat'])})\n"
+            f"(per repeat {', '.join(f'{x:.2f}' for x in r['ratio_per_repeat'])}); process CPU time ratio "
+            f"{r['cpu_ratio_torchdistill_over_softlabels']:.2f}x\n"
             f"  same-batch losses agree: {all(c['agree'] for c in r['loss_checks'])} "
             f"(max |diff| {max(c['abs_diff'] for c in r['loss_checks']):.2e})")
 
