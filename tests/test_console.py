@@ -145,7 +145,7 @@ def test_ctrl_c_hint_names_the_actual_run_folder(tmp_path, tiny, monkeypatch, ca
     err = capsys.readouterr().err
     run = out_dir / "stopped"
     hint = f"softlabels train --resume {run}"
-    assert err.count(hint) == 1 and "RUN_DIR" not in err and "during epoch 2" in err
+    assert err.count(hint) == 1 and "RUN_DIR" not in err and "during epoch 2" in err and "(epoch 1)" in err
     assert hint in (run / "train.log").read_text()
 
 

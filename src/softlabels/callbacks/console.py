@@ -17,7 +17,8 @@ gets everything. Under torchrun only the main process prints (other ranks: warni
 prefixed with their rank).
 
 The ``softlabels`` logger gets its own stderr handler unless the root logger already writes to
-the terminal (then the records reach it by propagation), so nothing is shown twice.
+the terminal (then the records reach it by propagation, so nothing is shown twice, and the
+root's handlers decide what is shown).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -37,8 +39,6 @@ _settings = {"quiet": False}
 # ----------------------------------------------------------------------------- logging set-up
 class _ConsoleHandler(logging.Handler):
     """Writes to the current ``sys.stderr`` through ``tqdm.write``, so a bar on screen stays below."""
-
-    rank = 0
 
     def emit(self, record: logging.LogRecord) -> None:
         if getattr(record, FILE_ONLY, False):
@@ -102,7 +102,7 @@ def duration(seconds: float | None) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
-def test_selection_note(trainer) -> str | None:
+def selection_warning(trainer) -> str | None:
     """The plain warning when the best epoch is chosen on the test set (no validation split)."""
     if trainer.data.val is not None:
         return None
@@ -235,6 +235,7 @@ class Console(Callback):
         self.log = setup_console(int(os.environ.get("RANK", "0")))
         self.epoch_times: list[float] = []
         self.epoch, self.epoch_t0, self.step_in_epoch = 0, time.perf_counter(), 0
+        self.saved_epoch: int | None = None
 
     # timing for the ETA: this process's steps and epochs
     def _eta(self, trainer, step_in_epoch: int) -> float | None:
@@ -253,11 +254,12 @@ class Console(Callback):
         self.log = setup_console(trainer.dist.rank)
         self.epoch_times: list[float] = []
         self.epoch, self.epoch_t0, self.step_in_epoch = trainer.start_epoch, time.perf_counter(), 0
+        self.saved_epoch = trainer.start_epoch or None
         if not trainer.dist.is_main:
             return
         for line in header_lines(trainer):
             self.log.info(line)
-        note = test_selection_note(trainer)
+        note = selection_warning(trainer)
         if note:
             self.log.warning(note)
 
@@ -286,6 +288,9 @@ class Console(Callback):
             eta = self._eta(trainer, len(trainer.data.train))
             self.log.info(epoch_line(record, trainer.total_epochs, (trainer.best or {}).get("epoch"), eta))
 
+    def on_checkpoint(self, trainer, state: dict) -> None:
+        self.saved_epoch = state.get("epoch", self.saved_epoch)
+
     def on_fit_end(self, trainer, summary: dict) -> None:
         try:
             if trainer.dist.is_main:
@@ -300,7 +305,7 @@ class Console(Callback):
             if not trainer.dist.is_main:
                 return
             if isinstance(exc, KeyboardInterrupt):
-                self.log.warning(interrupt_notice(trainer.run_dir.path, during=self.epoch + 1))
+                self.log.warning(interrupt_notice(trainer.run_dir.path, self.epoch + 1, self.saved_epoch))
                 exc.softlabels_notice_shown = True  # the CLI does not repeat it
             else:  # the CLI prints the error itself; keep it in train.log
                 self.log.error(f"run stopped: {type(exc).__name__}: {exc}", extra={FILE_ONLY: True})
@@ -308,12 +313,11 @@ class Console(Callback):
             close_run_log()
 
 
-def interrupt_notice(run_path, during: int | None = None) -> str:
-    """What to do after Ctrl-C, with the actual run folder (reads its last.pt epoch, if any)."""
-    from pathlib import Path
-
+def interrupt_notice(run_path, during: int | None = None, saved_epoch: int | None = None) -> str:
+    """What to do after Ctrl-C, naming the actual run folder (and the checkpoint's epoch when known)."""
     path = Path(run_path)
     where = f" during epoch {during}" if during else ""
     if (path / "last.pt").is_file():
-        return f"interrupted{where}; continue from the last checkpoint with: softlabels train --resume {path}"
+        saved = f" (epoch {saved_epoch})" if saved_epoch else ""
+        return f"interrupted{where}; continue from the last checkpoint{saved} with: softlabels train --resume {path}"
     return f"interrupted{where} before the first checkpoint of {path}; nothing to resume: the same command starts it over"
