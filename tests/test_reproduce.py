@@ -429,3 +429,32 @@ def test_shipped_v2_plan_is_valid_and_fits_its_design():
             assert len(plan.method_seeds(name)) >= 3, name
     for row in ("kd", "kd_w1", "wsl", "wsl_std", "kd_filtered"):
         assert plan.methods[row].select and plan.method_seeds(row) == [0, 1, 2, 3, 4]
+
+
+def test_v1_results_regenerate_byte_for_byte(tmp_path):
+    """The committed v1 report, JSON and figures come back identical from the committed logs."""
+    from softlabels.reproduce import load_plan
+    from softlabels.reproduce.collect import write_results
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "results" / "fashion_mnist").is_dir():
+        pytest.skip("v1 run folders not present")
+    cwd = Path.cwd()
+    import os
+
+    os.chdir(root)
+    try:
+        plan = load_plan("configs/reproduce/fashion_mnist.yaml")
+        committed = {"json": Path(plan.results.json_path), "md": Path(plan.results.markdown),
+                     "png": Path(plan.results.figures) / "fashion_mnist_reg_vs_temperature.png",
+                     "svg": Path(plan.results.figures) / "fashion_mnist_reg_vs_temperature.svg"}
+        plan.results.json_path = str(tmp_path / "r.json")
+        plan.results.markdown = str(tmp_path / "results" / "fashion_mnist_v1.md")  # same depth as docs/results/
+        plan.results.figures = str(tmp_path / "results")
+        write_results(plan)
+    finally:
+        os.chdir(cwd)
+    assert (tmp_path / "r.json").read_bytes() == (root / committed["json"]).read_bytes()
+    assert (tmp_path / "results" / "fashion_mnist_v1.md").read_bytes() == (root / committed["md"]).read_bytes()
+    for key in ("png", "svg"):
+        assert (tmp_path / "results" / committed[key].name).read_bytes() == (root / committed[key]).read_bytes(), key
