@@ -242,3 +242,22 @@ def test_example_plugin_trains_then_evals_and_resumes_without_flags(tmp_path, mo
     assert lines[0]["dataset"] == "blobs" and lines[0]["model"] == "example_cnn"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["epochs"] == 2 and summary["dataset"] == "blobs"
+
+
+def test_cli_imports_reach_worker_processes_through_the_environment(tmp_path, monkeypatch):
+    """`--import` is exported in $SOFTLABELS_IMPORTS; a process (e.g. a reproduce worker) imports what it lists."""
+    import os
+    import sys
+
+    from softlabels.plugins import ENV_VAR, load_plugins
+
+    monkeypatch.setenv(ENV_VAR, "")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "env_plugin_a.py").write_text("")
+    (tmp_path / "env_plugin_b.py").write_text("")
+    load_plugins(["env_plugin_a"], "--import", export=True)
+    assert os.environ[ENV_VAR] == "env_plugin_a"
+    monkeypatch.setenv(ENV_VAR, "env_plugin_b")
+    sys.modules.pop("env_plugin_b", None)
+    load_plugins([])  # what a worker's validate_config does
+    assert "env_plugin_b" in sys.modules
