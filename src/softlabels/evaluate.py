@@ -7,7 +7,8 @@ from softlabels.config import DataConfig
 from softlabels.data import build_data
 from softlabels.engine import checkpoint as ckpt_io
 from softlabels.engine.env import select_device
-from softlabels.engine.trainer import evaluate
+from softlabels.engine.evaluation import evaluate
+from softlabels.engine.run_dir import RunDir
 from softlabels.errors import CheckpointError, UserError
 from softlabels.models import create_model
 
@@ -22,7 +23,13 @@ def evaluate_checkpoint(path: str | Path, *, split: str = "test", data_root: str
         unknown = [c for c in corruptions if c not in CORRUPTIONS]
         if unknown:
             raise UserError(f"unknown corruption(s) {', '.join(unknown)}; known: {', '.join(CORRUPTIONS)}")
-    ckpt = ckpt_io.load_checkpoint(path)
+    if Path(path).is_dir():  # a run folder: its best.pt, else its last.pt
+        rd = RunDir(path)
+        if not (rd.best_path.is_file() or rd.last_path.is_file()):
+            raise CheckpointError(f"no best.pt or last.pt in run folder {rd.path}")
+        ckpt = rd.load_checkpoint("best" if rd.best_path.is_file() else "last")
+    else:
+        ckpt = ckpt_io.load_checkpoint(path)
     config = ckpt.get("config")
     if not config or "model_name" not in ckpt:
         raise CheckpointError(

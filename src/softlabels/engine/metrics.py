@@ -1,10 +1,7 @@
-"""Accuracy counting. (The metric-file helpers moved to :mod:`softlabels.io`.)"""
+"""Accuracy counting. (The metric-file helpers live in :mod:`softlabels.io`.)"""
 from __future__ import annotations
 
 import torch
-
-# Moved to softlabels.io (the one writer module); re-exported until every caller imports from there.
-from softlabels.io import append_jsonl, read_jsonl, write_csv, write_jsonl  # noqa: F401
 
 
 def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[int, int]:
