@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from softlabels.callbacks import build_callbacks
 from softlabels.callbacks.tracking import epoch_histograms, epoch_scalars, scalar_tag
@@ -110,6 +111,8 @@ def test_tensorboard_writes_scalars_and_histogram(tmp_path):
 
     logger = TensorBoardLogger(TensorBoardParams(log_dir=str(tmp_path / "tb")))  # from Python, with an option
     trainer = fake_trainer(tmp_path / "run")
+    weight = torch.nn.Parameter(torch.zeros(1))
+    trainer.optimizers = {"main": torch.optim.SGD([weight], lr=0.05), "arch": torch.optim.Adam([weight], lr=3e-4)}
     logger.on_fit_start(trainer)
     logger.on_epoch_end(trainer, dict(RECORD))
     logger.on_epoch_end(trainer, {**RECORD, "epoch": 2, "test_top1": 60.0})
@@ -118,10 +121,10 @@ def test_tensorboard_writes_scalars_and_histogram(tmp_path):
     scalars, hists = tensorboard_scalars(tmp_path / "tb")
     assert scalars["top1/test"] == [(1, 50.0), (2, 60.0)]
     assert scalars["loss/train_kd"][0] == (1, 1.0)
+    assert scalars["lr/arch"][0] == (1, pytest.approx(3e-4)) and "lr/main" not in scalars  # main is "lr"
     [h1, _] = hists["wsl/weight"]
     assert list(h1.histogram_value.bucket) == [0, 3, 5, 0, 2, 0, 0, 0, 0, 0]
     assert h1.histogram_value.bucket_limit[0] == pytest.approx(0.1) and h1.histogram_value.num == 10
-
 
 
 def test_tracker_that_cannot_start_is_one_line(tmp_path, monkeypatch):

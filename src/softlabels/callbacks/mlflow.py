@@ -17,7 +17,7 @@ from pathlib import Path
 
 from softlabels import io
 from softlabels.callbacks.base import Callback, CallbackParams, register_logger
-from softlabels.callbacks.tracking import epoch_histograms, epoch_scalars, first_line, flat_config, require
+from softlabels.callbacks.tracking import epoch_histograms, first_line, flat_config, require, trainer_scalars
 from softlabels.errors import UserError
 
 ID_FILE = "mlflow_run.json"
@@ -96,7 +96,7 @@ class MlflowLogger(Callback):
         from mlflow.entities import Metric
 
         step, now = int(record["epoch"]), int(time.time() * 1000)
-        metrics = [Metric(tag, value, now, step) for tag, value in epoch_scalars(record).items()]
+        metrics = [Metric(tag, value, now, step) for tag, value in trainer_scalars(trainer, record).items()]
         self.client.log_batch(self.run_id, metrics=metrics)
         for tag, (counts, edges) in epoch_histograms(record).items():
             self.client.log_dict(self.run_id, {"epoch": step, "counts": counts, "bin_edges": edges},

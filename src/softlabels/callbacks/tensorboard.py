@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from softlabels.callbacks.base import Callback, CallbackParams, register_logger
-from softlabels.callbacks.tracking import epoch_histograms, epoch_scalars, require
+from softlabels.callbacks.tracking import epoch_histograms, require, trainer_scalars
 
 
 class TensorBoardParams(CallbackParams):
@@ -53,7 +53,7 @@ class TensorBoardLogger(Callback):
         if self.writer is None:
             return
         step = int(record["epoch"])
-        for tag, value in epoch_scalars(record).items():
+        for tag, value in trainer_scalars(trainer, record).items():
             self.writer.add_scalar(tag, value, global_step=step)
         for tag, (counts, edges) in epoch_histograms(record).items():
             self._add_histogram(tag, counts, edges, step)

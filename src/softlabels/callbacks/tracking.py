@@ -58,6 +58,15 @@ def epoch_scalars(record: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def trainer_scalars(trainer, record: dict[str, Any]) -> dict[str, float]:
+    """:func:`epoch_scalars` plus ``lr/<name>`` for every optimizer other than "main" (DFA, ProKT)."""
+    out = epoch_scalars(record)
+    for name, optimizer in (getattr(trainer, "optimizers", None) or {}).items():
+        if name != "main" and optimizer.param_groups:
+            out[f"lr/{name}"] = float(optimizer.param_groups[0]["lr"])
+    return out
+
+
 def epoch_histograms(record: dict[str, Any]) -> dict[str, tuple[list[float], list[float]]]:
     """``tag -> (counts, bin_edges)`` for the histogram fields of a record (len(edges) = len(counts) + 1)."""
     out = {}

@@ -15,7 +15,7 @@ from typing import Literal
 
 from softlabels import io
 from softlabels.callbacks.base import Callback, CallbackParams, register_logger
-from softlabels.callbacks.tracking import epoch_histograms, epoch_scalars, first_line, require
+from softlabels.callbacks.tracking import epoch_histograms, first_line, require, trainer_scalars
 from softlabels.errors import UserError
 
 ID_FILE = "wandb_run.json"
@@ -73,7 +73,7 @@ class WandbLogger(Callback):
             return
         import wandb
 
-        data: dict = epoch_scalars(record)
+        data: dict = trainer_scalars(trainer, record)
         for tag, (counts, edges) in epoch_histograms(record).items():
             data[tag] = wandb.Histogram(np_histogram=(counts, edges))
         self.run.log(data, step=int(record["epoch"]))
