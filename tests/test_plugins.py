@@ -261,3 +261,23 @@ def test_cli_imports_reach_worker_processes_through_the_environment(tmp_path, mo
     sys.modules.pop("env_plugin_b", None)
     load_plugins([])  # what a worker's validate_config does
     assert "env_plugin_b" in sys.modules
+
+
+def test_torch_dataset_run_resumes_bit_exactly(tmp_path, monkeypatch):
+    """A DataLoader-backed run continued with --resume ends with the weights of the uninterrupted run."""
+    import torch
+
+    from softlabels.config import load_config
+    from softlabels.engine import train as engine_train
+    from softlabels.engine.checkpoint import load_checkpoint
+
+    _example_module(monkeypatch)
+    common = ["schedule.name=constant", "data.val_split=0", "data.train_subset=96", f"output_dir={tmp_path}",
+              "runtime.device=cpu"]
+    engine_train(load_config(EXAMPLE / "blobs.yaml", [*common, "name=straight", "schedule.epochs=2"]))
+    engine_train(load_config(EXAMPLE / "blobs.yaml", [*common, "name=cut", "schedule.epochs=1"]))
+    resumed = load_config(EXAMPLE / "blobs.yaml", [*common, "name=cut", "schedule.epochs=2"])
+    engine_train(resumed, resume_dir=tmp_path / "cut")
+    a = load_checkpoint(tmp_path / "straight" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "cut" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
