@@ -138,6 +138,15 @@ def test_installed_entry_points_are_loaded(tmp_path, monkeypatch):
         (info / "entry_points.txt").write_text("[softlabels.plugins]\nfn = ep_plugin_fn:register\n")
         assert "fn=ep_plugin_fn:register" in plugins.load_entry_points(force=True)
         assert sys.modules["ep_plugin_fn"].CALLS == [1]  # `module:function`: imported, then called once
+        # Python API: a name lookup loads installed plugins by itself (no CLI, no validate_config)
+        (tmp_path / "ep_model_mod.py").write_text(
+            "from torch import nn\nfrom softlabels.models import register_model\n"
+            "@register_model('ep_model')\ndef f(num_classes, in_channels=3):\n    return nn.Linear(in_channels, num_classes)\n")
+        (info / "entry_points.txt").write_text("[softlabels.plugins]\nmodels = ep_model_mod\n")
+        plugins._entry_points_loaded = None  # a fresh process
+        from softlabels.models import create_model
+
+        assert create_model("ep_model", num_classes=3, in_channels=2).out_features == 3
         (info / "entry_points.txt").write_text("[softlabels.plugins]\nbad = ep_missing_mod\n")
         with pytest.raises(UserError, match="'ep_missing_mod'.*entry point 'bad'"):
             plugins.load_entry_points(force=True)

@@ -78,17 +78,21 @@ def load_entry_points(*, force: bool = False) -> list[str]:
     from importlib.metadata import entry_points
 
     loaded: list[str] = []
-    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        module = ep.value.split(":", 1)[0].strip()
-        import_module(module, f"entry point {ep.name!r} of group {ENTRY_POINT_GROUP}")
-        if ":" in ep.value:  # `module:function`: a registration function to call
-            try:
-                ep.load()()
-            except Exception as exc:
-                raise UserError(f"plugin entry point {ep.name!r} ({ep.value}) failed: {type(exc).__name__}: "
-                                f"{(str(exc).splitlines() or [''])[0][:300]}") from None
-        loaded.append(f"{ep.name}={ep.value}")
-    _entry_points_loaded = loaded
+    _entry_points_loaded = loaded  # a plugin that looks a name up while it is imported must not loop back here
+    try:
+        for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            module = ep.value.split(":", 1)[0].strip()
+            import_module(module, f"entry point {ep.name!r} of group {ENTRY_POINT_GROUP}")
+            if ":" in ep.value:  # `module:function`: a registration function to call
+                try:
+                    ep.load()()
+                except Exception as exc:
+                    raise UserError(f"plugin entry point {ep.name!r} ({ep.value}) failed: {type(exc).__name__}: "
+                                    f"{(str(exc).splitlines() or [''])[0][:300]}") from None
+            loaded.append(f"{ep.name}={ep.value}")
+    except UserError:
+        _entry_points_loaded = None  # the next lookup reports the broken plugin again
+        raise
     return list(loaded)
 
 

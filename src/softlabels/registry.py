@@ -31,11 +31,17 @@ class Registry(Generic[T]):
         return add
 
     def get(self, name: str) -> T:
+        if name not in self._items:  # maybe an installed plugin's (entry points load once per process)
+            from softlabels.plugins import load_entry_points
+
+            load_entry_points()
         try:
             return self._items[name]
         except KeyError:
             known = ", ".join(sorted(self._items))
-            raise UserError(f"unknown {self.kind} {name!r}; known: {known}") from None
+            raise UserError(
+                f"unknown {self.kind} {name!r}; known: {known} (one of your own? --import MODULE or `imports:`)"
+            ) from None
 
     def __contains__(self, name: Any) -> bool:
         return name in self._items

@@ -38,6 +38,9 @@ def _import_all() -> None:
             if not info.name.startswith("_") and info.name not in ("base", "pretrained"):
                 importlib.import_module(f"{package_name}.{info.name}")
     _loaded = True
+    from softlabels.plugins import load_entry_points
+
+    load_entry_points()  # installed plugins' models too (once per process)
 
 
 def list_models(pattern: str | None = None, pretrained: bool = False) -> list[str]:
