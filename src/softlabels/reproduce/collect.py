@@ -329,7 +329,7 @@ def _v2_sections(plan: Plan, results: dict, curve_figure: Path | None, doc_dir: 
             lasts = [s["val_top1"][-1] for s in c["seeds"].values() if s["val_top1"]]
             epochs = max((len(s["val_top1"]) for s in c["seeds"].values()), default=0)
             lines.append(f"| {name} ({c['label']}) | {len(c['seeds'])} | {epochs} | {_fmt(mean_std(lasts)[0])} | "
-                         f"{_fmt(c['last5_change'], '+.2f')} points |")
+                         f"{_fmt(c['last5_change'], '+.2f')}{'' if c['last5_change'] is None else ' points'} |")
         lines.append("")
     shares = results.get("shares") or {}
     if shares.get("rows"):
