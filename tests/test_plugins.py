@@ -228,7 +228,8 @@ def test_example_plugin_trains_then_evals_and_resumes_without_flags(tmp_path, mo
     monkeypatch.syspath_prepend(str(EXAMPLE))
     monkeypatch.chdir(tmp_path)
     config = str(EXAMPLE / "blobs.yaml")
-    assert main(["--import", "softlabels_example", "train", config, "imports=[]", "schedule.epochs=1"]) == 0
+    assert main(["--import", "softlabels_example", "train", config, "imports=[]", "schedule.epochs=1",
+                 "data.train_subset=96", "data.val_split=24"]) == 0
     capsys.readouterr()
     run = tmp_path / "runs" / "example" / "blobs_example_cnn"
     import yaml
