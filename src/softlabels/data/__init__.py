@@ -33,7 +33,7 @@ from softlabels.data.base import (
     validate_data_config,
 )
 from softlabels.data.idx import read_idx
-from softlabels.data.memory import InMemoryLoader, random_crop_flip
+from softlabels.data.memory import InMemoryLoader, in_memory_bundle, random_crop_flip
 from softlabels.data.splits import stratified_split, subset_and_split
 from softlabels.data.synthetic import SyntheticConfig, SyntheticDataConfig, SyntheticSpec, make_synthetic
 from softlabels.data.torch_dataset import DatasetLoader, TorchDatasets, torch_dataset_bundle
@@ -55,6 +55,7 @@ __all__ = [
     "build_data",
     "data_config",
     "data_config_class",
+    "in_memory_bundle",
     "list_datasets",
     "make_synthetic",
     "random_crop_flip",
