@@ -32,14 +32,15 @@ from softlabels.stats import mean_std, student_t_sf_two_sided
 
 
 def _plan_file(source: str) -> str:
-    """The plan path as the user gave it, relative to the working directory (symbolic links kept)."""
+    """The plan path as the user gave it (symbolic links kept); an absolute path inside the working
+    directory is made relative to it."""
     import os
 
     p = Path(source)
-    if not p.exists():
+    if not p.is_absolute():
         return source
-    rel = os.path.relpath(os.path.abspath(p), os.getcwd())
-    return source if not p.is_absolute() and not rel.startswith("..") else (rel if not rel.startswith("..") else str(p))
+    rel = os.path.relpath(p, os.getcwd())
+    return source if rel.startswith("..") else rel
 
 
 def _rel(path: Path | str) -> str:

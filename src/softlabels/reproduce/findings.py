@@ -226,7 +226,8 @@ def _strength(plan: Plan, results: dict, label: dict) -> list[str]:
         teacher = results["teachers"][pair["teacher"]]["best_top1"]
         kd_gain, wsl_gain = compare(m[kd], m[student], "best"), compare(m[wsl], m[student], "best")
         gap = compare(m[wsl], m[kd], "best")
-        out.append(f"- **Teacher {pair['teacher_model']} ({teacher if teacher is None else f'{teacher:.2f}'} %) → "
-                   f"{pair['student']}**: KD over the student {_ci(kd_gain)}; WSL over the student {_ci(wsl_gain)}; "
-                   f"WSL − KD {_ci(gap)} ({ {'higher': 'WSL ahead', 'lower': 'KD ahead', 'unclear': 'no clear winner'}[direction(gap)]}).")
+        winner = {"higher": "WSL ahead", "lower": "KD ahead", "unclear": "no clear winner"}[direction(gap)]
+        top1 = "—" if teacher is None else f"{teacher:.2f}"
+        out.append(f"- **Teacher {pair['teacher_model']} ({top1} %) → {pair['student']}**: KD over the student "
+                   f"{_ci(kd_gain)}; WSL over the student {_ci(wsl_gain)}; WSL − KD {_ci(gap)} ({winner}).")
     return out
