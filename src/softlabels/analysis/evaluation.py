@@ -49,8 +49,8 @@ def test_log_probs(
     Returns:
         (log_probs float64 (models, test samples, classes), targets int64 (test samples,)).
     """
-    from softlabels.engine import experiment_from_run
-    from softlabels.engine.checkpoint import load_checkpoint, load_model_weights
+    from softlabels.engine import RunDir, experiment_from_run
+    from softlabels.engine.checkpoint import load_model_weights
     from softlabels.models import create_model
 
     check_checkpoint(checkpoint)
@@ -63,7 +63,7 @@ def test_log_probs(
     size, classes = bundle.test.full_size, bundle.info.num_classes
     outs, targets = [], None
     for rd in run_dirs:
-        ckpt = load_checkpoint(Path(rd) / f"{checkpoint}.pt")
+        ckpt = RunDir(rd).load_checkpoint(checkpoint)
         model = create_model(ckpt["model_name"], ckpt.get("num_classes") or classes,
                              ckpt.get("in_channels") or bundle.info.in_channels)
         load_model_weights(model, ckpt)

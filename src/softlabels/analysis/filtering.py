@@ -11,7 +11,7 @@ from pathlib import Path
 from softlabels.analysis.base import AnalysisBase, experiment, method_config
 from softlabels.analysis.checks import check_seeds, check_values
 from softlabels.analysis.results import FilteringAnswers, FilteringArm, FilteringResult, FilteringRun, PairedDifference
-from softlabels.analysis.runner import log_progress, train_run
+from softlabels.analysis.runner import log_progress, train_run, write_result_files
 from softlabels.config import TeacherConfig
 from softlabels.stats import mean_std
 
@@ -83,14 +83,10 @@ def markdown(result: FilteringResult) -> str:
 def write_outputs(result: FilteringResult, out: Path) -> str:
     """``filtering.json``, ``filtering.csv`` (per arm and seed), ``filtering_summary.csv`` (per arm) and
     ``filtering.md``; returns the Markdown text."""
-    from softlabels.io import atomic_write_text, write_csv, write_json
-
-    write_json(out / "filtering.json", result.to_json())
-    write_csv(out / "filtering.csv", [{c: getattr(r, c) for c in RUN_COLUMNS} for r in result.runs])
-    write_csv(out / "filtering_summary.csv", [{c: getattr(a, c) for c in SUMMARY_COLUMNS} for a in result.arms])
-    text = markdown(result)
-    atomic_write_text(out / "filtering.md", text + "\n")
-    return text
+    return write_result_files(out, "filtering", result, {
+        "filtering.csv": [{c: getattr(r, c) for c in RUN_COLUMNS} for r in result.runs],
+        "filtering_summary.csv": [{c: getattr(a, c) for c in SUMMARY_COLUMNS} for a in result.arms],
+    }, markdown(result))
 
 
 def filtering_experiment(
@@ -102,7 +98,7 @@ def filtering_experiment(
     samples) and ``wsl`` — for the same seeds. Writes the files of :func:`write_outputs`.
     """
     from softlabels.config import method_params
-    from softlabels.io import read_jsonl
+    from softlabels.engine import RunDir
 
     out = Path(out)
     seeds = check_seeds(seeds)
@@ -118,7 +114,7 @@ def filtering_experiment(
             params[arm] = {"name": "wsl", **method_params(exp).model_dump()}
             log_progress(f"filtering: run {len(runs) + 1}/{len(seeds) * 3} ({name})")
             summary = train_run(exp)
-            frac = [r.get("reg_fraction") for r in read_jsonl(exp.run_dir / "metrics.jsonl")]
+            frac = [r.get("reg_fraction") for r in RunDir(exp.run_dir).metrics()]
             runs.append(FilteringRun(arm=arm, seed=s, run=name, best_top1=summary.get("best_top1"),
                                      last_top1=summary.get("last_top1"), reg_fraction_mean=mean_std(frac)[0],
                                      reg_fraction_last=frac[-1] if frac else None))

@@ -45,15 +45,10 @@ class SplitRun(_Model):
 
 
 # --------------------------------------------------------------------------------------------- bias-variance
-class ModelDecomposition(_Model):
-    """One student model (or width): mean bias/variance/risk (nats), the MSE estimate, accuracies (%), the
-    standard errors over the test samples (``*_sem``; None in files written before they were recorded)."""
+class _Decomposition(_Model):
+    """Mean bias/variance/risk of an ensemble (nats), the MSE estimate, accuracies (%) and the standard errors
+    over the test samples (``*_sem``; None in files written before they were recorded)."""
 
-    name: str
-    model: str
-    width: int | None
-    method: str
-    parameters: int | None
     noise: Num
     bias: Num
     variance: Num
@@ -68,6 +63,20 @@ class ModelDecomposition(_Model):
     bias_sem: Num = None
     variance_sem: Num = None
     risk_sem: Num = None
+
+
+class _ModelHead(_Model):
+    name: str
+    model: str
+    width: int | None
+    method: str
+    parameters: int | None
+
+
+class ModelDecomposition(_Decomposition, _ModelHead):
+    """One student model (or width): its name and size, then the decomposition, then its split runs.
+    (Pydantic orders fields by reversed bases: the head's first, as in the JSON files.)"""
+
     runs: list[SplitRun]
 
 
@@ -217,25 +226,13 @@ class FilteringResult(_Model):
 
 
 # --------------------------------------------------------------------------------------------- soft-label bias-variance
-class MethodDecomposition(_Model):
-    """One method's students: the fields of :class:`ModelDecomposition` after its name and method section."""
-
+class _MethodHead(_Model):
     name: str
     method: dict[str, Any]
-    noise: Num
-    bias: Num
-    variance: Num
-    risk: Num
-    mse_bias2: Num
-    mse_variance: Num
-    mse_risk: Num
-    member_top1_mean: Num
-    member_top1_std: Num
-    ensemble_top1: Num
-    num_models: int
-    bias_sem: Num = None
-    variance_sem: Num = None
-    risk_sem: Num = None
+
+
+class MethodDecomposition(_Decomposition, _MethodHead):
+    """One method's students: its name and method section, then the decomposition."""
 
 
 class RegularizationShare(_Model):

@@ -17,7 +17,7 @@ from softlabels.analysis.checks import AnalysisError
 from softlabels.analysis.splits import SplitPlan
 from softlabels.config import Experiment, MethodConfig, TeacherConfig
 
-__all__ = ["SplitFamily", "log_progress", "run_on_split", "train_run", "train_split_family"]
+__all__ = ["SplitFamily", "log_progress", "run_on_split", "train_run", "train_split_family", "write_result_files"]
 
 
 def log_progress(msg: str) -> None:
@@ -109,3 +109,15 @@ def train_split_family(base: AnalysisBase, out: Path, prefix: str, plans: list[S
                         "train_seed": plan.train_seed, "train_size": int(plan.indices.numel()),
                         "best_top1": summary.get("best_top1"), "last_top1": summary.get("last_top1")})
     return SplitFamily(run_dirs, records)
+
+
+def write_result_files(out: Path, stem: str, result, tables: dict[str, list[dict]], text: str) -> str:
+    """``<stem>.json`` (the typed result), one CSV per entry of ``tables`` (file name -> rows) and
+    ``<stem>.md`` (``text``), all through :mod:`softlabels.io`; returns ``text``."""
+    from softlabels.io import atomic_write_text, write_csv, write_json
+
+    write_json(out / f"{stem}.json", result.to_json())
+    for name, rows in tables.items():
+        write_csv(out / name, rows)
+    atomic_write_text(out / f"{stem}.md", text + "\n")
+    return text

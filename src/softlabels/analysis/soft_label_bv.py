@@ -27,7 +27,7 @@ from softlabels.analysis.results import (
     SoftLabelBVResult,
     SplitRun,
 )
-from softlabels.analysis.runner import train_split_family
+from softlabels.analysis.runner import train_split_family, write_result_files
 from softlabels.analysis.splits import plan_splits
 from softlabels.config import TeacherConfig
 
@@ -53,14 +53,10 @@ def markdown(result: SoftLabelBVResult) -> str:
 def write_outputs(result: SoftLabelBVResult, out: Path) -> str:
     """``soft_label_bv.json``, ``soft_label_bv.csv`` (the group table), ``soft_label_bv_methods.csv`` and
     ``soft_label_bv.md``; returns the Markdown text."""
-    from softlabels.io import atomic_write_text, write_csv, write_json
-
-    write_json(out / "soft_label_bv.json", result.to_json())
-    write_csv(out / "soft_label_bv.csv", [{c: getattr(r, c) for c in CHANGE_COLUMNS} for r in result.changes])
-    write_csv(out / "soft_label_bv_methods.csv", [{c: getattr(m, c) for c in METHOD_COLUMNS} for m in result.methods])
-    text = markdown(result)
-    atomic_write_text(out / "soft_label_bv.md", text + "\n")
-    return text
+    return write_result_files(out, "soft_label_bv", result, {
+        "soft_label_bv.csv": [{c: getattr(r, c) for c in CHANGE_COLUMNS} for r in result.changes],
+        "soft_label_bv_methods.csv": [{c: getattr(m, c) for c in METHOD_COLUMNS} for m in result.methods],
+    }, markdown(result))
 
 
 def _changes(decomps: dict, reg: torch.Tensor, n: int) -> list[BiasVarianceChange]:

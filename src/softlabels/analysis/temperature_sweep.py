@@ -20,7 +20,7 @@ from softlabels.analysis.results import (
     SweepTemperature,
     TemperatureSweepResult,
 )
-from softlabels.analysis.runner import log_progress, train_run
+from softlabels.analysis.runner import log_progress, train_run, write_result_files
 from softlabels.config import TeacherConfig
 from softlabels.stats import describe_correlation, mean_std, pearson, spearman
 
@@ -103,16 +103,11 @@ def markdown(result: TemperatureSweepResult) -> str:
 def write_outputs(result: TemperatureSweepResult, out: Path, epoch_rows: list[dict] | None = None) -> str:
     """``temperature_sweep.json``, ``.csv`` (per T), ``_runs.csv``, ``_epochs.csv`` (when given) and ``.md``;
     returns the Markdown text."""
-    from softlabels.io import atomic_write_text, write_csv, write_json
-
-    write_json(out / "temperature_sweep.json", result.to_json())
-    write_csv(out / "temperature_sweep.csv", [{c: getattr(r, c) for c in PER_T_COLUMNS} for r in result.per_temperature])
-    write_csv(out / "temperature_sweep_runs.csv", [{c: getattr(r, c) for c in RUN_COLUMNS} for r in result.runs])
+    tables = {"temperature_sweep.csv": [{c: getattr(r, c) for c in PER_T_COLUMNS} for r in result.per_temperature],
+              "temperature_sweep_runs.csv": [{c: getattr(r, c) for c in RUN_COLUMNS} for r in result.runs]}
     if epoch_rows is not None:
-        write_csv(out / "temperature_sweep_epochs.csv", epoch_rows)
-    text = markdown(result)
-    atomic_write_text(out / "temperature_sweep.md", text + "\n")
-    return text
+        tables["temperature_sweep_epochs.csv"] = epoch_rows
+    return write_result_files(out, "temperature_sweep", result, tables, markdown(result))
 
 
 def temperature_sweep(
@@ -127,7 +122,7 @@ def temperature_sweep(
     as the fraction rises (Pearson and Spearman across T; within each T over seeds). Correlations need at
     least 3 points (else None). Writes the files of :func:`write_outputs`.
     """
-    from softlabels.io import read_jsonl
+    from softlabels.engine import RunDir
 
     out = Path(out)
     temps = [float(t) for t in check_values(list(temperatures), "--temperatures", positive=True)]
@@ -140,7 +135,7 @@ def temperature_sweep(
             exp = experiment(base, out, name, seed=s, method=method_config(base, "kd", temperature=t), teacher=teacher)
             log_progress(f"temperature sweep: run {len(runs) + 1}/{total} ({name})")
             summary = train_run(exp)
-            rows = read_jsonl(exp.run_dir / "metrics.jsonl")
+            rows = RunDir(exp.run_dir).metrics()
             frac = [r.get("reg_fraction") for r in rows]
             frac1 = [r.get("reg_fraction_t1") for r in rows]
             runs.append(SweepRun(

@@ -16,7 +16,7 @@ from softlabels.analysis.base import AnalysisBase, method_config
 from softlabels.analysis.checks import AnalysisError, check_checkpoint, check_seeds, check_values
 from softlabels.analysis.evaluation import decomposition_summary, test_log_probs
 from softlabels.analysis.results import BiasVarianceResult, ModelDecomposition, SplitRun
-from softlabels.analysis.runner import train_split_family
+from softlabels.analysis.runner import train_split_family, write_result_files
 from softlabels.analysis.splits import plan_splits
 from softlabels.config import TeacherConfig
 
@@ -60,13 +60,8 @@ def markdown(result: BiasVarianceResult) -> str:
 
 def write_outputs(result: BiasVarianceResult, out: Path) -> str:
     """``bias_variance.json``, ``bias_variance.csv`` (one row per model) and ``bias_variance.md``."""
-    from softlabels.io import atomic_write_text, write_csv, write_json
-
-    write_json(out / "bias_variance.json", result.to_json())
-    write_csv(out / "bias_variance.csv", [{c: getattr(m, c) for c in COLUMNS} for m in result.models])
-    text = markdown(result)
-    atomic_write_text(out / "bias_variance.md", text + "\n")
-    return text
+    return write_result_files(out, "bias_variance", result, {
+        "bias_variance.csv": [{c: getattr(m, c) for c in COLUMNS} for m in result.models]}, markdown(result))
 
 
 def bias_variance_experiment(
@@ -96,6 +91,7 @@ def bias_variance_experiment(
     Writes the files of :func:`write_outputs`, plus ``bias_variance_per_sample.csv`` and ``.json`` (per test
     sample and model) and ``log_probs_<model>.pt`` ((models, samples, classes) float32 and targets).
     """
+    from softlabels.engine import RunDir
     from softlabels.io import write_csv, write_json
 
     out = Path(out)
@@ -115,7 +111,7 @@ def bias_variance_experiment(
         torch.save({"log_probs": log_probs.float(), "targets": targets,
                     "runs": [r["run"] for r in family_runs.records]}, out / f"log_probs_{model}.pt")
         means, per_sample = decomposition_summary(log_probs, targets, groups)
-        summary = _summary(family_runs.run_dirs[0])
+        summary = RunDir(family_runs.run_dirs[0]).summary() or {}
         entries.append(ModelDecomposition(name=model, model=model, width=width, method=method,
                                           parameters=summary.get("student_parameters"), **means,
                                           runs=[SplitRun(**r) for r in family_runs.records]))
@@ -133,9 +129,3 @@ def bias_variance_experiment(
     write_csv(out / "bias_variance_per_sample.csv", [{c: r[c] for c in PER_SAMPLE_COLUMNS} for r in per_sample_rows])
     write_json(out / "bias_variance_per_sample.json", per_sample_json)
     return result
-
-
-def _summary(run_dir: Path) -> dict:
-    from softlabels.io import read_json
-
-    return read_json(run_dir / "summary.json", "run summary")

@@ -7,11 +7,11 @@ and the key hyperparameters: the configuration values that differ between groups
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from softlabels.report.loaders import Run, is_number
+from softlabels.stats import mean_std
 
 __all__ = ["RunGroup", "band", "group_runs"]
 
@@ -21,6 +21,7 @@ _IGNORED = {("name",), ("seed",), ("output_dir",), ("runtime",), ("callbacks",),
 _SHORT = {"method.temperature": "T", "method.alpha": "α", "method.kd_weight": "kd_weight",
           "method.ce_weight": "ce_weight", "student.name": "student", "teacher.name": "teacher"}
 _METHOD_NAMES = {"ce": "ce (no teacher)"}
+_ALWAYS = (("method", "temperature"), ("method", "alpha"))  # shown whenever the config sets them
 
 
 def _flatten(obj, prefix: tuple = ()) -> dict[tuple, object]:
@@ -81,16 +82,7 @@ class RunGroup:
     def stats(self, key: str) -> tuple[float | None, float | None, int]:
         """Mean, sample std (None for one run) and count of a summary value over the group's runs."""
         vals = [float(v) for v in (r.stat(key) for r in self.runs) if is_number(v)]
-        return _mean_std(vals) + (len(vals),)
-
-
-def _mean_std(vals: list[float]) -> tuple[float | None, float | None]:
-    if not vals:
-        return None, None
-    m = sum(vals) / len(vals)
-    if len(vals) < 2:
-        return m, None
-    return m, math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))
+        return mean_std(vals) + (len(vals),)
 
 
 def band(series: Iterable[tuple[list[int], list[float]]]) -> tuple[list[int], list[float], list[float], list[int]]:
@@ -102,7 +94,7 @@ def band(series: Iterable[tuple[list[int], list[float]]]) -> tuple[list[int], li
     epochs = sorted(by_epoch)
     means, stds, counts = [], [], []
     for e in epochs:
-        m, s = _mean_std(by_epoch[e])
+        m, s = mean_std(by_epoch[e])
         means.append(m)
         stds.append(s or 0.0)
         counts.append(len(by_epoch[e]))
@@ -127,10 +119,11 @@ def group_runs(runs: list[Run]) -> list[RunGroup]:
         varying = sorted({k for h in same_method for k in set(h.settings) | set(g.settings)
                           if any(h.settings.get(k) != g.settings.get(k) for h in same_method)}
                          - {("student", "name"), ("teacher", "name")})
+        keys = [k for k in _ALWAYS if k in g.settings] + [k for k in varying if k not in _ALWAYS]
         g.hyper_parts = {k: f"{_SHORT.get('.'.join(k), k[-1] if k[0] == 'method' else '.'.join(k))}="
-                            f"{_value(g.settings.get(k))}" for k in varying if k in g.settings}
-        if not g.hyper_parts and g.temperature is not None and len(same_method) == 1 and g.method != "ce":
-            g.hyper_parts = {("method", "temperature"): f"T={g.temperature:g}"}
+                            f"{_value(g.settings.get(k))}" for k in keys if k in g.settings}
+        if ("method", "temperature") not in g.hyper_parts and g.temperature is not None and g.method != "ce":
+            g.hyper_parts = {("method", "temperature"): f"T={g.temperature:g}", **g.hyper_parts}
         g.hyper = ", ".join(g.hyper_parts.values())
         g.label = g.method_label(show_pair=show_pair)
     _unique(out)

@@ -129,8 +129,8 @@ def render_html(groups: list[RunGroup], analyses: list[AnalysisFile], plots: lis
         '<body data-images-loaded="0" data-images-total="0"><main>',
         f"<h1>{escape(title)}</h1>",
         f'<p class="meta">Generated {now} by <code>softlabels report</code> from '
-        + (f"{len(runs)} run folder(s) in {len(groups)} configuration(s) and " if runs else "")
-        + f"{len(analyses)} analysis result(s)"
+        + ", ".join(([f"{len(runs)} run folder(s) in {len(groups)} configuration(s)"] if runs else [])
+                    + ([f"{len(analyses)} analysis result(s)"] if analyses or not runs else []))
         + (f"; dataset: {escape(', '.join(datasets))}" if datasets else "") + ".</p>",
         _test_selection_warning(runs),
         _EXPLAIN if runs else "",

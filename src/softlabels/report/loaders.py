@@ -71,6 +71,9 @@ class Run:
     @property
     def best_on_test(self) -> bool:
         """True when the run's best epoch was chosen on the test set (no validation split): optimistic."""
+        flag = self.summary.get("best_selected_on_test_set")
+        if isinstance(flag, bool):
+            return flag
         chosen = self.summary.get("best_selected_by")
         if chosen is not None:
             return str(chosen).startswith("test")
