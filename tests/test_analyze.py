@@ -247,6 +247,17 @@ def test_user_errors_are_one_line(tmp_path, base_yaml, capsys, args, message):
     assert err.startswith("softlabels: error:") and message in err and "\n" not in err
 
 
+def test_analyses_never_evaluate_weights_chosen_on_the_test_set(tmp_path, base_yaml, capsys):
+    from softlabels.analysis.base import base_config
+    from softlabels.analysis.width_sweep import bias_variance_experiment
+
+    with pytest.raises(AnalysisError, match="chosen on the test set"):
+        bias_variance_experiment(base_config(base_yaml), tmp_path / "bv", checkpoint="best")
+    assert not (tmp_path / "bv").exists()  # refused before anything trains
+    with pytest.raises(SystemExit):
+        _analyze("bias-variance", "--config", base_yaml, "--checkpoint", "best")
+
+
 def test_analysis_error_is_a_user_error():
     from softlabels.errors import UserError
 

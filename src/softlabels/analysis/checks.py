@@ -40,7 +40,11 @@ def check_seeds(seeds: Sequence[int]) -> list[int]:
 
 
 def check_checkpoint(checkpoint: str) -> str:
-    """``"last"`` or ``"best"``; anything else is an AnalysisError."""
-    if checkpoint not in ("last", "best"):
-        raise AnalysisError(f"--checkpoint must be 'last' or 'best', got {checkpoint!r}")
+    """``"last"``: the analyses evaluate final weights. ``"best"`` is refused: split runs have no validation
+    split, so their best epoch would have been chosen on the test set."""
+    if checkpoint == "best":
+        raise AnalysisError("checkpoint 'best' would evaluate weights chosen on the test set (split runs have no "
+                            "validation split); the analyses use the final weights, checkpoint 'last'")
+    if checkpoint != "last":
+        raise AnalysisError(f"checkpoint must be 'last', got {checkpoint!r}")
     return checkpoint

@@ -132,7 +132,7 @@ def _cmd_bias_variance(args) -> int:
     base, out = _common(args)
     teacher = _teacher(args, base, out) if args.method != "ce" else None
     result = bias_variance_experiment(base, out, family=args.family, method=args.method, teacher=teacher,
-                                      checkpoint=args.checkpoint, **opts)
+                                      **opts)
     return _finish(markdown(result), out, "bias_variance")
 
 
@@ -169,7 +169,7 @@ def _cmd_soft_label_bv(args) -> int:
     if opts["alpha"] is not None:
         _values([opts["alpha"]], "--alpha")
     base, out = _common(args)
-    result = soft_label_bias_variance(base, out, teacher=_teacher(args, base, out), checkpoint=args.checkpoint, **opts)
+    result = soft_label_bias_variance(base, out, teacher=_teacher(args, base, out), **opts)
     return _finish(markdown(result), out, "soft_label_bv")
 
 
@@ -205,8 +205,6 @@ def _add_splits(p: argparse.ArgumentParser) -> None:
     g.add_argument("--splits", metavar="N", default="2", help="disjoint stratified splits of the training set (default 2)")
     g.add_argument("--partitions", metavar="K", default="1",
                    help="independent random N-way partitions (repeated random splits; default 1)")
-    g.add_argument("--checkpoint", choices=["last", "best"], default="last",
-                   help="weights to evaluate: final (last, default) or best on the test set")
 
 
 def add_parser(sub) -> argparse.ArgumentParser:

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from softlabels.analysis.bias_variance import cross_entropy_bias_variance, mse_bias_variance
-from softlabels.analysis.checks import AnalysisError, check_checkpoint
+from softlabels.analysis.checks import AnalysisError
 from softlabels.config import Experiment
 from softlabels.stats import mean_std
 
@@ -53,7 +53,8 @@ def test_log_probs(
     from softlabels.engine.checkpoint import load_model_weights
     from softlabels.models import create_model
 
-    check_checkpoint(checkpoint)
+    if checkpoint not in ("last", "best"):
+        raise AnalysisError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")
     if not run_dirs:
         raise AnalysisError("no runs to evaluate")
     exp = experiment_from_run(run_dirs[0])

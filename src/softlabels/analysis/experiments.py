@@ -18,9 +18,9 @@ folder, where ``softlabels report`` finds both the runs and the results.
   over the same splits; per-sample changes of bias and variance on regularization samples and the others.
 
 The training pool is the base config's training set after ``data.train_subset`` (drawn with the base
-``seed``). Split runs use no validation split; they are evaluated with their final weights (``last.pt``)
-unless ``checkpoint="best"`` is asked for (the best epoch is then chosen on the test set). The temperature
-sweep and the filtering experiment answer with last-epoch top-1 for the same reason.
+``seed``). Split runs use no validation split; they are evaluated with their final weights (``last.pt``),
+never with an epoch chosen on the test set. The temperature sweep and the filtering experiment answer with
+last-epoch top-1 for the same reason.
 
 Adding an analysis: a module with a function ``(base, out, ...) -> Result`` (a pydantic model in
 :mod:`~softlabels.analysis.results` with its own ``analysis`` name), ``write_outputs(result, out)`` and

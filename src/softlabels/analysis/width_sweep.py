@@ -86,8 +86,8 @@ def bias_variance_experiment(
         models: student model names (default: the base's student); ``widths`` (with ``family``) adds
             ``{family}_w{k}`` models instead, e.g. ``resnet18_w4``.
         method: ``ce`` (default), ``kd`` or ``wsl`` (then ``teacher`` from ``resolve_teacher``).
-        checkpoint: evaluate ``last`` (final) or ``best`` weights (best is chosen on the test set: split
-            runs have no validation split).
+        checkpoint: ``last`` (final weights); ``best`` is refused (split runs have no validation split, so
+            it would have been chosen on the test set).
     Writes the files of :func:`write_outputs`, plus ``bias_variance_per_sample.csv`` and ``.json`` (per test
     sample and model) and ``log_probs_<model>.pt`` ((models, samples, classes) float32 and targets).
     """
