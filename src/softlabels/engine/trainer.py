@@ -13,6 +13,7 @@ function of progress, so resuming from last.pt reproduces an uninterrupted run e
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import time
@@ -34,16 +35,17 @@ from softlabels.data import build_data
 from softlabels.engine import checkpoint as ckpt_io
 from softlabels.engine.build import build_student, check_finite_state, load_teacher
 from softlabels.engine.distributed import all_reduce_sum, barrier, init_distributed
-from softlabels.engine.env import environment, seed_everything, select_device
+from softlabels.engine.env import seed_everything, select_device
 from softlabels.engine.evaluation import evaluate
 from softlabels.engine.optim import OptimizerSpec, set_scheduled_lr
 from softlabels.engine.run_dir import RunDir
 from softlabels.engine.run_start import plan_start, restore_metrics
+from softlabels.engine.summary import run_summary
 from softlabels.engine.sync_batchnorm import convert_group_batchnorm
 from softlabels.engine.teacher_cache import open_teacher_cache
 from softlabels.errors import CheckpointError, ConfigError, NonFiniteLossError
+from softlabels.io import to_json
 from softlabels.methods import Distiller, get_method
-from softlabels.models.base import count_parameters
 
 __all__ = ["Trainer", "evaluate", "experiment_from_run", "load_teacher", "run_or_resume", "train"]
 
@@ -256,7 +258,7 @@ class Trainer:
             self.wall_time_s = self.wall_before + time.perf_counter() - t_start
             self._emit("on_epoch_end", record)
         self.wall_time_s = self.wall_before + time.perf_counter() - t_start
-        summary = self._summary(self.wall_time_s, images_seen / train_time if train_time > 0 else None)
+        summary = run_summary(self, self.wall_time_s, images_seen / train_time if train_time > 0 else None)
         self._emit("on_fit_end", summary)
         if self.dist.is_main:
             self.run_dir.write_json("summary.json", summary)
@@ -390,43 +392,10 @@ class Trainer:
             "rng": ckpt_io.capture_rng(),
             "best": self.best,
             "wall_time_s": self.wall_time_s,
-            "record": record,
+            "record": json.loads(to_json(record, indent=None)),  # as metrics.jsonl gets it (weights_only-safe)
         }
         self._emit("on_checkpoint", state)
         return state
-
-    def _summary(self, wall: float, images_per_s: float | None) -> dict:
-        rows = self.run_dir.metrics()
-        last = rows[-1] if rows else {}
-        best_row = next((r for r in rows if r["epoch"] == self.best["epoch"]), {})
-        if images_per_s is None:
-            rates = [r["images_per_s"] for r in rows if r.get("images_per_s")]
-            images_per_s = sum(rates) / len(rates) if rates else None
-        return {
-            "name": self.exp.name,
-            "method": self.exp.method.name,
-            "student": self.exp.student.name,
-            "student_parameters": count_parameters(self.method.student),
-            "auxiliary_parameters": sum(p.numel() for p in self.method.auxiliary.parameters()),
-            "teacher": self.teacher_info,
-            "dataset": self.data.info.name,
-            "epochs": last.get("epoch", 0),
-            "total_epochs": self.total_epochs,
-            "best_epoch": self.best["epoch"],
-            "best_selected_by": self.best.get("selected_by", "test_top1"),
-            "best_selected_on_test_set": self.data.val is None,
-            "best_selection_note": None if self.data.val is not None else (
-                "no validation split: the best epoch was chosen on the test set, so best_top1 is optimistic"),
-            "best_top1": best_row.get("test_top1"),
-            "best_top5": best_row.get("test_top5"),
-            "best_val_top1": best_row.get("val_top1"),
-            "last_top1": last.get("test_top1"),
-            "last_top5": last.get("test_top5"),
-            "wall_time_s": wall,
-            "images_per_s": images_per_s,
-            "seed": self.exp.seed,
-            "environment": environment(self.device),
-        }
 
 
 def train(exp: Experiment, *, resume_dir: str | Path | None = None, callbacks: list[Callback] | None = None) -> dict:
