@@ -262,3 +262,22 @@ def test_report_renders_in_headless_chromium_at_1280_px(report, tmp_path):
     shot = tmp_path / "report.png"
     subprocess.run([*flags, "--window-size=1280,3000", f"--screenshot={shot}", url], capture_output=True, timeout=120)
     assert shot.read_bytes()[:8] == PNG_MAGIC and shot.stat().st_size > 50_000
+
+
+def test_group_labels_name_the_method_and_what_differs(tmp_path):
+    from softlabels.report.groups import group_runs
+    from softlabels.report.loaders import Run
+
+    def run(name, method, seed, **student):
+        config = {"name": name, "seed": seed, "output_dir": "x", "student": {"name": "resnet8", **student},
+                  "method": method, "teacher": {"name": "resnet20", "checkpoint": f"{name}.pt"} if method["name"] != "ce"
+                  else None}
+        return Run(tmp_path / name, name, method["name"], "resnet8", config["teacher"] and "resnet20",
+                   method.get("temperature"), {}, config, [{"epoch": 1, "test_top1": 50.0}])
+
+    infodrop = {"infodrop": {"drop_rate": 1.5, "radius": 3, "after": ["stem"]}}
+    groups = group_runs([run("a", {"name": "kd", "temperature": 2}, 0), run("b", {"name": "kd", "temperature": 2}, 1),
+                         run("c", {"name": "kd", "temperature": 4}, 0), run("d", {"name": "ce"}, 0),
+                         run("e", {"name": "ce"}, 0, **infodrop)])
+    assert [(g.label, g.n) for g in groups] == [("kd (T=2)", 2), ("kd (T=4)", 1), ("ce (no teacher)", 1),
+                                                ("ce (no teacher) (infodrop)", 1)]

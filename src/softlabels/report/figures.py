@@ -62,6 +62,19 @@ def legend(ax, n_entries: int, *, outside: bool | None = None) -> None:
                   framealpha=0.85)
 
 
+def many_entries_height(n_entries: int, base: float = 4.6) -> float:
+    """Figure height (inches) leaving room for a legend of ``n_entries`` in two columns below the axes."""
+    return base if n_entries <= 10 else base + 0.19 * -(-n_entries // 2)
+
+
+def place_legend(fig, ax, n_entries: int) -> None:
+    """Inside the axes for up to 4 entries, on the right for up to 10, in two columns below for more."""
+    if n_entries > 10:
+        fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize="small")
+    else:
+        legend(ax, n_entries, outside=n_entries > 4)
+
+
 def save(fig: Figure, out: Path, name: str, title: str, caption: str, section: str = "training") -> Plot:
     png, svg = out / f"{name}.png", out / f"{name}.svg"
     fig.savefig(png, format="png", dpi=DPI, metadata={"Software": None})

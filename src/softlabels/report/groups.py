@@ -120,14 +120,35 @@ def group_runs(runs: list[Run]) -> list[RunGroup]:
                           if any(h.settings.get(k) != g.settings.get(k) for h in same_method)}
                          - {("student", "name"), ("teacher", "name")})
         keys = [k for k in _ALWAYS if k in g.settings] + [k for k in varying if k not in _ALWAYS]
-        g.hyper_parts = {k: f"{_SHORT.get('.'.join(k), k[-1] if k[0] == 'method' else '.'.join(k))}="
-                            f"{_value(g.settings.get(k))}" for k in keys if k in g.settings}
+        g.hyper_parts = _parts(g.settings, keys)
         if ("method", "temperature") not in g.hyper_parts and g.temperature is not None and g.method != "ce":
             g.hyper_parts = {("method", "temperature"): f"T={g.temperature:g}", **g.hyper_parts}
         g.hyper = ", ".join(g.hyper_parts.values())
         g.label = g.method_label(show_pair=show_pair)
     _unique(out)
     return out
+
+
+def _parts(settings: dict[tuple, object], keys: list[tuple]) -> dict[tuple, str]:
+    """``{key: "T=4"}`` for the keys a configuration sets. A nested option block that only some
+    configurations have (``student.infodrop.*``) is named once, by its block name, where it is set."""
+    blocks: dict[tuple, list[tuple]] = {}
+    for k in keys:
+        if len(k) > 2 and k[0] != "method":
+            blocks.setdefault(k[:2], []).append(k)
+    parts: dict[tuple, str] = {}
+    for k in keys:
+        block = k[:2] if len(k) > 2 and k[0] != "method" else None
+        if block is not None and len(blocks[block]) > 1:
+            if block not in parts and any(b in settings for b in blocks[block]):
+                parts[block] = block[-1]
+            continue
+        if len(k) == 2 and any(b == k for b in blocks) and settings.get(k) is None:
+            continue  # the block is absent here ("student.infodrop: null"): nothing to name
+        if k in settings:
+            name = _SHORT.get(".".join(k), k[-1] if k[0] == "method" else ".".join(k))
+            parts[k] = f"{name}={_value(settings[k])}"
+    return parts
 
 
 def _unique(groups: list[RunGroup]) -> None:

@@ -10,7 +10,16 @@ from pathlib import Path
 from matplotlib import rc_context
 
 from softlabels.report.analysis_plots import analysis_plots
-from softlabels.report.figures import STYLE, Plot, epoch_axis, legend, new_figure, palette, save
+from softlabels.report.figures import (
+    STYLE,
+    Plot,
+    epoch_axis,
+    many_entries_height,
+    new_figure,
+    palette,
+    place_legend,
+    save,
+)
 from softlabels.report.groups import RunGroup, band
 from softlabels.report.loaders import AnalysisFile
 
@@ -41,7 +50,7 @@ def _curve(ax, g: RunGroup, key: str, *, scale: float = 1.0, ls: str = "-", labe
 
 
 def accuracy_figure(groups: list[RunGroup]):
-    fig, (ax,) = new_figure(width=9.0, height=4.6)
+    fig, (ax,) = new_figure(width=9.0, height=many_entries_height(len(groups) + 1))
     n, last = 0, 0
     val_drawn = False
     for g in groups:
@@ -59,12 +68,12 @@ def accuracy_figure(groups: list[RunGroup]):
     ax.set(xlabel="epoch", ylabel="test top-1 accuracy (%)")
     fig.suptitle("Test accuracy per epoch (mean ± std over seeds)")
     epoch_axis(ax, last)
-    legend(ax, n, outside=n > 4)
+    place_legend(fig, ax, n)
     return fig
 
 
 def loss_figure(groups: list[RunGroup]):
-    fig, (ax_tr, ax_te) = new_figure(ncols=2, width=5.2, height=4.2)
+    fig, (ax_tr, ax_te) = new_figure(ncols=2, width=5.2, height=many_entries_height(len(groups) + 4, 4.2))
     last = {"train": 0, "test": 0}
     positive = {"train": True, "test": True}
     for g in groups:
@@ -94,7 +103,7 @@ def reg_fraction_figure(groups: list[RunGroup]):
     reg = [g for g in groups if any(r.has_regularization for r in g.runs)]
     if not reg:
         return None
-    fig, (ax,) = new_figure(width=9.0, height=4.6)
+    fig, (ax,) = new_figure(width=9.0, height=many_entries_height(len(reg)))
     last, n = 0, 0
     for g in reg:
         last = max(last, _curve(ax, g, "reg_fraction", scale=100, label=_entry(g)))
@@ -103,7 +112,7 @@ def reg_fraction_figure(groups: list[RunGroup]):
     fig.suptitle("Regularization samples per epoch, at each run's T (mean ± std over seeds)")
     ax.set_ylim(bottom=0)
     epoch_axis(ax, last)
-    legend(ax, n, outside=n > 4)
+    place_legend(fig, ax, n)
     return fig
 
 

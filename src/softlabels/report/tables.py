@@ -77,7 +77,7 @@ def group_table(groups: list[RunGroup]) -> str:
         epochs = sorted({r.stat("epochs") for r in g.runs if r.stat("epochs") is not None})
         walls = [r.summary.get("wall_time_s") for r in g.runs if is_number(r.summary.get("wall_time_s"))]
         rows.append([
-            f'<b>{escape(g.label)}</b>', escape(g.pair), str(g.n),
+            f'<b>{escape(g.method_label())}</b>', escape(g.pair), str(g.n),
             escape(", ".join(str(s) for s in g.seeds)), best, pm(*g.stats("last_top1")[:2]),
             "/".join(str(e) for e in epochs) or "–", duration(sum(walls) / len(walls) if walls else None),
             num(reg_m, "{:.1f}%"),
