@@ -9,7 +9,6 @@ the output folder are reused and unfinished ones resumed, so the demo can be re-
 from __future__ import annotations
 
 import copy
-import json
 import shutil
 import sys
 import time
@@ -17,7 +16,9 @@ from pathlib import Path
 
 from softlabels.config import validate_config
 from softlabels.engine.checkpoint import load_checkpoint, save_atomic, sha256_of
+from softlabels.engine.run_dir import RunDir
 from softlabels.engine.trainer import run_or_resume
+from softlabels.errors import UserError
 from softlabels.io import atomic_write_text, write_json
 
 ASSETS = Path(__file__).parent / "assets" / "teachers"
@@ -70,7 +71,10 @@ def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False, retrain_tea
     t0 = time.perf_counter()
     rows: dict[str, dict] = {}
 
-    teacher_ckpt = None if retrain_teacher else shipped_teacher()
+    from softlabels.analysis.teachers import shipped_teacher as find_shipped
+
+    shipped = None if retrain_teacher else find_shipped("fashion_mnist")
+    teacher_ckpt = shipped.checkpoint if shipped is not None else None
     note = None
     if quick:
         note = quick_note(teacher_ckpt is not None, "--retrain-teacher was given" if retrain_teacher else
@@ -82,8 +86,7 @@ def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False, retrain_tea
         teacher_ckpt = out / "teacher" / "best.pt"
         rows["teacher (resnet20)"] = summary
     else:
-        manifest = json.loads((ASSETS / f"{TEACHER_NAME}.json").read_text())
-        rows["teacher (resnet20)"] = {"best_top1": manifest["last_top1"], "last_top1": manifest["last_top1"],
+        rows["teacher (resnet20)"] = {"best_top1": shipped.top1, "last_top1": shipped.top1,
                                       "source": f"shipped checkpoint {teacher_ckpt.name}"}
         print(f"using the shipped teacher {teacher_ckpt} (sha256 checked)", file=sys.stderr)
 
@@ -147,9 +150,11 @@ def publish_teacher(run_dir: str | Path) -> Path:
     save_atomic({k: last[k] for k in keep if k in last}, dest)
     shutil.copyfile(rd / "config.yaml", ASSETS / f"{TEACHER_NAME}.config.yaml")
     shutil.copyfile(rd / "metrics.jsonl", ASSETS / f"{TEACHER_NAME}.metrics.jsonl")
-    summary = json.loads((rd / "summary.json").read_text())
+    summary = RunDir(rd).summary()
+    if summary is None:
+        raise UserError(f"{rd} has no summary.json: publish a finished teacher run")
     manifest = {"sha256": sha256_of(dest), "weights": "last epoch", "epoch": last["epoch"],
                 "best_top1": summary["best_top1"], "last_top1": summary["last_top1"], "best_epoch": summary["best_epoch"], "wall_time_s": summary["wall_time_s"],
                 "environment": summary["environment"]}
-    (ASSETS / f"{TEACHER_NAME}.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_json(ASSETS / f"{TEACHER_NAME}.json", manifest)
     return dest
