@@ -359,3 +359,33 @@ def test_fault_injection_every_kill_resumes_bit_for_bit_or_restarts(tmp_path, ti
         print(f"\nfault injection: {counts['kills']} kills in 20 trials; re-runs resumed {counts['resumed']}, "
               f"restarted {counts['restarted']}; all equal to the uninterrupted run")
     assert counts["kills"] >= 20 - 3  # a timed kill may come after the run has finished
+
+
+def test_test_eval_when_best_skips_test_only_between_new_bests(tmp_path, tiny):
+    """runtime.test_eval when_best: same weights, same best/last test top-1, test evaluated only at a new
+    validation best and at the last epoch."""
+    def run(name, mode):
+        cfg = tiny(tmp_path, name=name, epochs=8, runtime={"progress": False, "device": "cpu", "test_eval": mode})
+        cfg["data"]["val_split"] = 32
+        return train(validate_config(cfg)), [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").open()]
+
+    every, rows_every = run("every", "every_epoch")
+    best, rows_best = run("best", "when_best")
+    assert [r["val_top1"] for r in rows_best] == [r["val_top1"] for r in rows_every]
+    running, expected = -1.0, []
+    for i, r in enumerate(rows_every):
+        expected.append(r["val_top1"] > running or i == len(rows_every) - 1)
+        running = max(running, r["val_top1"])
+    assert ["test_top1" in r for r in rows_best] == expected and not all(expected)
+    for key in ("best_top1", "last_top1", "best_epoch"):
+        assert best[key] == every[key], key
+    w_every = load_checkpoint(tmp_path / "every" / "last.pt")["model"]
+    w_best = load_checkpoint(tmp_path / "best" / "last.pt")["model"]
+    assert all(torch.equal(w_every[k], w_best[k]) for k in w_every)
+    saved_runtime = yaml.safe_load((tmp_path / "every" / "config.yaml").read_text())["runtime"]
+    assert "test_eval" not in saved_runtime  # the default is omitted, so older run folders resume unchanged
+
+
+def test_test_eval_when_best_needs_a_validation_split(tmp_path, tiny):
+    with pytest.raises(ConfigError, match="data.val_split"):
+        validate_config(tiny(tmp_path, runtime={"progress": False, "device": "cpu", "test_eval": "when_best"}))

@@ -153,7 +153,8 @@ def epoch_line(record: dict, total_epochs: int, best_epoch: int | None, eta: flo
         parts.append(f"train {r['train_top1']:.2f}")
     if "val_top1" in r:
         parts.append(f"val {r['val_top1']:.2f}")
-    parts.append(f"test {r['test_top1']:.2f}")
+    if "test_top1" in r:  # absent on epochs skipped by runtime.test_eval: when_best
+        parts.append(f"test {r['test_top1']:.2f}")
     if r.get("reg_fraction") is not None:
         parts.append(f"reg {100 * r['reg_fraction']:.1f}%")
     if r.get("images_per_s"):

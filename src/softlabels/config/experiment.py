@@ -224,6 +224,14 @@ class RuntimeConfig(StrictModel):
     find_unused_parameters: bool | None = Field(
         None, description="DDP option; default: on for methods with an initialisation phase"
     )
+    test_eval: Literal["every_epoch", "when_best"] = Field(
+        "every_epoch",
+        description="every_epoch: evaluate the test set after every epoch; when_best: only at epochs whose "
+        "validation top-1 is a new best and at the last epoch (needs data.val_split; best and last test top-1 "
+        "are the same, the per-epoch test curve is left out; saves most of a small-data run's evaluation time)",
+    )
+
+    omit_when_default: ClassVar[frozenset[str]] = frozenset({"test_eval"})
 
     @field_validator("device")
     @classmethod
@@ -311,6 +319,13 @@ class Experiment(StrictModel):
             if not isinstance(name, str) or not name:
                 raise ValueError(f"entry {i} must be a name or a mapping with a 'name' key, got {entry!r}")
         return v
+
+    @model_validator(mode="after")
+    def _test_eval_needs_validation(self) -> Experiment:
+        if self.runtime.test_eval == "when_best" and not self.data.val_split:
+            raise ValueError("runtime.test_eval when_best chooses the best epoch on the validation split: set "
+                             "data.val_split, or use test_eval every_epoch")
+        return self
 
     @property
     def run_dir(self) -> Path:

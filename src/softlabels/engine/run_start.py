@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     from softlabels.engine.run_dir import RunDir
 
 # keys a resumed run may change: a longer schedule, console/threads, where the folder lives, what is logged
-RESUMABLE_CHANGES = ("schedule.epochs", "runtime.progress", "runtime.threads", "output_dir", "callbacks", "loggers",
-                     "imports")
+RESUMABLE_CHANGES = ("schedule.epochs", "runtime.progress", "runtime.threads", "runtime.test_eval", "output_dir",
+                     "callbacks", "loggers", "imports")
 RESUME_KEYS = ("optimizers", "rng", "epoch", "best")
 
 

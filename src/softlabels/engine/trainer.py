@@ -245,16 +245,7 @@ class Trainer:
             train_time += dt
             record = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"], **train_stats,
                       "images_per_s": seen / dt if dt > 0 else None, "epoch_time_s": dt}
-            eval_kw = {"dist_info": self.dist, "autocast": self.autocast}
-            test = evaluate(self.method.student, self.data.test, self.num_classes, **eval_kw)
-            record.update({f"test_{k}": v for k, v in test.items()})
-            selector = "test_top1"
-            if self.data.val is not None:
-                val = evaluate(self.method.student, self.data.val, self.num_classes, **eval_kw)
-                record.update({f"val_{k}": v for k, v in val.items()})
-                selector = "val_top1"
-            if record[selector] > self.best["top1"]:
-                self.best = {"top1": record[selector], "epoch": epoch + 1, "selected_by": selector}
+            self._evaluate_into(record, last_epoch=epoch + 1 == epochs)
             self.wall_time_s = self.wall_before + time.perf_counter() - t_start
             self._emit("on_epoch_end", record)
         self.wall_time_s = self.wall_before + time.perf_counter() - t_start
@@ -264,6 +255,23 @@ class Trainer:
             self.run_dir.write_json("summary.json", summary)
         barrier(self.dist)
         return summary
+
+    def _evaluate_into(self, record: dict, *, last_epoch: bool) -> None:
+        """Add val_*/test_* metrics to the epoch record and update ``self.best`` (val top-1 when there is a
+        validation split, else test top-1). With ``runtime.test_eval: when_best`` the test set is evaluated
+        only at a new best and at the last epoch (evaluation changes no state, so the order is free)."""
+        eval_kw = {"dist_info": self.dist, "autocast": self.autocast}
+        selector = "test_top1"
+        if self.data.val is not None:
+            val = evaluate(self.method.student, self.data.val, self.num_classes, **eval_kw)
+            record.update({f"val_{k}": v for k, v in val.items()})
+            selector = "val_top1"
+        improved = selector == "val_top1" and record[selector] > self.best["top1"]
+        if selector == "test_top1" or improved or last_epoch or self.exp.runtime.test_eval == "every_epoch":
+            test = evaluate(self.method.student, self.data.test, self.num_classes, **eval_kw)
+            record.update({f"test_{k}": v for k, v in test.items()})
+        if record[selector] > self.best["top1"]:
+            self.best = {"top1": record[selector], "epoch": record["epoch"], "selected_by": selector}
 
     def train_one_epoch(self, epoch: int) -> tuple[dict, int]:
         """One pass over the training loader (0-based ``epoch``); returns (train_* metrics, images seen).

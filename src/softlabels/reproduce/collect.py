@@ -92,7 +92,8 @@ def collect(plan: Plan) -> dict:
         entry["best"].append(summary["best_top1"])
         entry["last"].append(summary["last_top1"])
         entry["best_epoch"].append(summary["best_epoch"])
-        entry["test_max"].append(max(r["test_top1"] for r in rows) if rows else None)
+        tests = [r["test_top1"] for r in rows if "test_top1" in r]  # every epoch unless test_eval: when_best
+        entry["test_max"].append(max(tests) if rows and len(tests) == len(rows) else None)
         entry["reg_fraction_last"].append(rows[-1].get("reg_fraction") if rows else None)
         entry["run_dirs"].append(_rel(run.run_dir))
         run_dirs.add(str(run.run_dir))
