@@ -458,3 +458,23 @@ def test_v1_results_regenerate_byte_for_byte(tmp_path):
     assert (tmp_path / "results" / "fashion_mnist_v1.md").read_bytes() == (root / committed["md"]).read_bytes()
     for key in ("png", "svg"):
         assert (tmp_path / "results" / committed[key].name).read_bytes() == (root / committed[key]).read_bytes(), key
+
+
+def test_unfinished_teacher_stops_the_plan_before_any_student(tmp_path, monkeypatch, capsys):
+    """A teacher whose run failed midway leaves a best.pt: no student may distil from it."""
+    import softlabels.engine.trainer as trainer_module
+
+    plan_file = tmp_path / "plan.yaml"
+    plan_file.write_text(yaml.safe_dump(tiny_plan(tmp_path)))
+    trained = []
+
+    def teacher_dies_after_its_first_checkpoint(exp):
+        trained.append(exp.name)
+        (exp.run_dir).mkdir(parents=True, exist_ok=True)
+        (exp.run_dir / "best.pt").write_bytes(b"partial")
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(trainer_module, "run_or_resume", teacher_dies_after_its_first_checkpoint)
+    assert main(["reproduce", str(plan_file)]) == 1
+    assert trained == ["t"] and "unfinished teachers: t" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "p").exists()

@@ -24,6 +24,7 @@ from softlabels.reproduce.plan import (
     read_metrics,
     student_run,
     teacher_checkpoint,
+    teacher_dir,
     teacher_run,
 )
 
@@ -273,9 +274,11 @@ def reproduce(plan: Plan, jobs: int = 1, until: str = "final", log: Log = _stder
     log(f"== teachers ({len(plan.teachers)})")
     run_all([teacher_run(plan, t) for t in plan.teachers], jobs, log, failures, executor)
     save_failures()
-    missing = [t for t in plan.teachers if not teacher_checkpoint(plan, t).is_file()]
+    # a student never distils from an unfinished teacher (its best.pt exists from the first epoch on)
+    missing = [t for t in plan.teachers
+               if not teacher_checkpoint(plan, t).is_file() or finished_summary(teacher_dir(plan, t)) is None]
     if missing:
-        log(f"teachers without a checkpoint: {', '.join(missing)}; fix the failure above and run again")
+        log(f"unfinished teachers: {', '.join(missing)}; fix the failure above and run again")
         return {"chosen": {}, "failures": failures}
     chosen: dict[tuple[str, str], dict] = {}
     if until != "teachers":
