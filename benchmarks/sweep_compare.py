@@ -255,8 +255,13 @@ def loss_checks(methods: list[dict], setting: str, sizes: dict, root: Path, teac
 
 
 def run_sweep(setting: str, epochs: int = 2, batch: int = 64, repeats: int = 1, train_size: int | None = None,
-              test_size: int | None = None, temperatures=(1, 2, 4, 8), seed: int = 0, device: str = "auto") -> dict:
-    """Both sweeps, runs alternating; returns a JSON-ready dict (times in seconds)."""
+              test_size: int | None = None, temperatures=(1, 2, 4, 8), seed: int = 0, device: str = "auto",
+              progress=None) -> dict:
+    """Both sweeps, runs alternating; returns a JSON-ready dict (times in seconds).
+
+    ``progress(partial)`` is called after every pair of runs with the result so far (``complete`` False), so
+    that a measurement cut off by a time limit keeps what it measured.
+    """
     import torchdistill  # noqa: F401  (fail early)
 
     _register_wsl()
@@ -305,6 +310,8 @@ def run_sweep(setting: str, epochs: int = 2, batch: int = 64, repeats: int = 1, 
                 c_sl += row["softlabels"]["cpu_seconds"]
                 c_td += row["torchdistill"]["cpu_seconds"]
                 runs.append(row)
+                if progress is not None:
+                    progress(_partial(setting, runs, checks, sizes, epochs, batch, dev))
                 print(f"  [{rep + 1}/{repeats}] {row['method']:<8} softlabels {row['softlabels']['seconds']:6.1f} s  "
                       f"torchdistill {row['torchdistill']['seconds']:6.1f} s", flush=True)
             totals["softlabels"].append(t_sl)
@@ -313,11 +320,9 @@ def run_sweep(setting: str, epochs: int = 2, batch: int = 64, repeats: int = 1, 
             cpu["torchdistill"].append(c_td)
     ratios = [td / sl for sl, td in zip(totals["softlabels"], totals["torchdistill"])]
     cpu_ratios = [td / sl for sl, td in zip(cpu["softlabels"], cpu["torchdistill"])]
-    load = None
-    with contextlib.suppress(OSError):
-        load = [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    load = _load_average()
     return {
-        "setting": setting, "teacher": s["teacher"], "student": s["student"], "input_shape": list(s["shape"]),
+        "setting": setting, "complete": True, "teacher": s["teacher"], "student": s["student"], "input_shape": list(s["shape"]),
         "num_classes": s["classes"], "train_images": sizes["train_size"], "test_images": sizes["test_size"],
         "batch_size": batch, "epochs": epochs, "repeats": repeats, "seed": seed,
         "sweep": [_label(m) for m in methods], "device": str(dev),
@@ -331,6 +336,23 @@ def run_sweep(setting: str, epochs: int = 2, batch: int = 64, repeats: int = 1, 
         "python": platform.python_version(), "load_average_1_5_15_at_end": load,
         "env": {k: os.environ[k] for k in tdc.ENV_KEYS if k in os.environ},
     }
+
+
+def _partial(setting: str, runs: list[dict], checks: list[dict], sizes: dict, epochs: int, batch: int, dev) -> dict:
+    """The runs so far (a sweep cut off before its end: no totals, ``complete`` False)."""
+    s = SETTINGS[setting]
+    return {"setting": setting, "complete": False, "teacher": s["teacher"], "student": s["student"],
+            "input_shape": list(s["shape"]), "train_images": sizes["train_size"], "test_images": sizes["test_size"],
+            "epochs": epochs, "batch_size": batch, "device": str(dev), "runs": runs, "loss_checks": checks,
+            "threads": torch.get_num_threads(), "processor": _processor(), "platform": platform.platform(),
+            "torch": torch.__version__, "torchdistill": metadata.version("torchdistill"),
+            "load_average_1_5_15": _load_average()}
+
+
+def _load_average() -> list[float] | None:
+    with contextlib.suppress(OSError):
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    return None
 
 
 def _cpu_seconds() -> float:
@@ -386,7 +408,13 @@ def main(argv=None) -> dict:
         if args.quick:
             kw.update(epochs=1, train_size=2 * args.batch_size, test_size=args.batch_size)
         print(f"== {setting}", flush=True)
-        out[setting] = run_sweep(setting, **kw)
+
+        def save_partial(partial: dict, setting: str = setting) -> None:
+            if args.json:
+                Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+                write_json(args.json, {**out, setting: partial})
+
+        out[setting] = run_sweep(setting, **kw, progress=save_partial)
         out[setting]["quick"] = bool(args.quick)
         print(format_report(out[setting]), flush=True)
     if args.json:

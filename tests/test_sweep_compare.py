@@ -38,7 +38,7 @@ def test_sweep_runs_both_frameworks_with_the_cache(tmp_path, monkeypatch, capsys
     result = sc.main(["--settings", "cifar", "--epochs", "2", "--batch-size", "8", "--train-size", "16",
                       "--test-size", "8", "--temperatures", "1", "4", "--json", str(out)])
     r = json.loads(out.read_text())["cifar"]
-    assert r == json.loads(json.dumps(result["cifar"]))
+    assert r == json.loads(json.dumps(result["cifar"])) and r["complete"]
     assert r["sweep"] == ["kd T1", "kd T4", "wsl T4"]
     assert len(r["runs"]) == 3 and all(c["agree"] for c in r["loss_checks"])
     first, *rest = r["runs"]
@@ -51,3 +51,25 @@ def test_sweep_runs_both_frameworks_with_the_cache(tmp_path, monkeypatch, capsys
     sl, td = r["total_wall_s"]["softlabels"][0], r["total_wall_s"]["torchdistill"][0]
     assert r["ratio_torchdistill_over_softlabels"] == pytest.approx(td / sl)
     assert "torchdistill / softlabels" in capsys.readouterr().out
+
+
+def test_a_sweep_cut_short_keeps_its_runs(tmp_path, monkeypatch):
+    sc = _load_script()
+    monkeypatch.setitem(sc.SETTINGS, "cifar", {**sc.SETTINGS["cifar"], "teacher": "resnet8", "student": "resnet8",
+                                               "shape": (3, 12, 12), "classes": 4})
+    real, calls = sc.torchdistill_run, []
+
+    def stop_at_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # a time limit's kill, after the first pair of runs
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sc, "torchdistill_run", stop_at_the_second)
+    out = tmp_path / "sweep.json"
+    with pytest.raises(KeyboardInterrupt):
+        sc.main(["--settings", "cifar", "--epochs", "1", "--batch-size", "8", "--train-size", "16", "--test-size", "8",
+                 "--temperatures", "1", "4", "--json", str(out)])
+    r = json.loads(out.read_text())["cifar"]
+    assert r["complete"] is False and [run["method"] for run in r["runs"]] == ["kd T1"]
+    assert r["runs"][0]["softlabels"]["seconds"] > 0 and r["runs"][0]["torchdistill"]["seconds"] > 0
