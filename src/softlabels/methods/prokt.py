@@ -34,9 +34,10 @@ Diagnostics: ``loss_kd`` (or ``loss_wsl``) is the logged teacher-student term. :
 returns running means since the last call of the teacher's CE, the pre-update teacher-student KL
 (at T, without T^2) and the moving teacher's parameter distance from the original teacher.
 
-Unconfirmed defaults (the paper gives no numbers): ``lam`` 1.0, ``teacher_lr`` 0.01,
-``teacher_steps`` 1, KL at the distillation temperature T 4 with T^2 scaling in the teacher loss,
-teacher SGD momentum 0.9 / weight decay 5e-4, constant teacher LR.
+Unconfirmed defaults (the paper gives no numbers): ``lam`` 1/T^2 (the teacher's loss is CE + the
+plain KL at T; an explicit ``lam`` multiplies T^2 KL, and lam 1 diverged at T 8 on Fashion-MNIST),
+``teacher_lr`` 0.01, ``teacher_steps`` 1, KL at the distillation temperature T 4, teacher SGD
+momentum 0.9 / weight decay 5e-4, constant teacher LR.
 """
 from __future__ import annotations
 
