@@ -7,13 +7,15 @@
 #   train_bf16_cl     WSL resnet32x4 -> resnet8x4, CIFAR-shaped synthetic data, bf16 autocast + channels_last
 #   teacher_cache     KD (fills the cache) then WSL at the same seed (reads it): cache hits, time per run
 #   compile           the bf16 + channels_last run with runtime.compile (inductor): first vs later epochs
-#   torchrun_syncbn   torchrun --nproc_per_node 1: NCCL process group, SyncBatchNorm in the student
+#   torchrun_syncbn   torchrun --nproc_per_node 1 (run marked distributed): NCCL, SyncBatchNorm, DDP wrapper
 #   torchdistill      benchmarks/torchdistill_compare.py --device cuda (skipped when torchdistill is missing)
 #   bench_fp32 / bench_bf16_cl / bench_paths
 #                     softlabels bench --device cuda (float32; bf16 + channels_last; eager vs compile vs bf16)
 # Writes one JSON, OUT_DIR/gpu_check.json, with each step's status, time and figures.
 # Without CUDA it prepares everything (teacher checkpoint, configs, config validation), records why it
 # stops, writes the JSON and exits 0: the script is checked on CPU and run as is on a lent GPU.
+# GPU_CHECK_CPU_REHEARSAL=1 runs every step on the CPU instead, on tiny sizes (resnet8 pair, 64 images, the
+# eager compile backend, gloo instead of NCCL, no SyncBN): it checks the script's plumbing, not the GPU paths.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR="${1:-${OUT:-gpu_check_out}}"
@@ -26,6 +28,14 @@ export PYTHONUNBUFFERED=1
 # a checkout without an installed package (e.g. a bare GPU machine with torch only): use the source tree
 if ! "$PY" -c "import softlabels" 2>/dev/null; then export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"; fi
 SL=("$PY" -m softlabels.cli)
+REHEARSAL="${GPU_CHECK_CPU_REHEARSAL:-0}"
+if [ "$REHEARSAL" = 1 ]; then
+  DEV=cpu; TEACHER=resnet8; STUDENT=resnet8; TRAIN=64; BATCH=32; TEST=32; COMPILE_BACKEND=eager; BACKEND=gloo
+  STEPS=2; ROUNDS=1; PATHS=(bf16); PAIR=(--teacher resnet8 --student resnet8 --shape 3 16 16 --batch-size 16 --num-classes 10)
+else
+  DEV=cuda; TEACHER=resnet32x4; STUDENT=resnet8x4; TRAIN=6400; BATCH=128; TEST=1000; COMPILE_BACKEND=inductor
+  BACKEND=nccl; STEPS=40; ROUNDS=5; PATHS=(compile bf16 compile_bf16); PAIR=()
+fi
 BUDGET_S="${GPU_CHECK_BUDGET_S:-450}"  # all GPU steps together (the device loan is what limits us)
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 
@@ -73,7 +83,8 @@ finish() {
 import json, os, platform, subprocess, sys
 from pathlib import Path
 work, out, stopped = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
-info = {"platform": platform.platform(), "python": platform.python_version(), "stopped": stopped or None}
+info = {"platform": platform.platform(), "python": platform.python_version(), "stopped": stopped or None,
+        "cpu_rehearsal": os.environ.get("GPU_CHECK_CPU_REHEARSAL") == "1"}
 try:
     import torch
     info["torch"] = torch.__version__
@@ -102,7 +113,7 @@ EOF
 }
 
 # ----------------------------------------------------------------------------- preparation (CPU)
-"$PY" - "$WORK" <<'EOF' >"$WORK/prepare.log" 2>&1
+"$PY" - "$WORK" "$TEACHER" "$STUDENT" "$TRAIN" "$BATCH" "$TEST" <<'EOF' >"$WORK/prepare.log" 2>&1
 import sys
 from pathlib import Path
 
@@ -110,15 +121,16 @@ import yaml
 
 from softlabels.bench import save_random_teacher
 
-work = Path(sys.argv[1])
-ckpt = save_random_teacher(work, "resnet32x4", 100, 3)  # weights do not matter for the checks
+work, teacher, student = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+train_size, batch, test_size = (int(x) for x in sys.argv[4:7])
+ckpt = save_random_teacher(work, teacher, 100, 3)  # weights do not matter for the checks
 base = {
     "name": "base", "seed": 0, "output_dir": str(work / "runs"),
-    "data": {"name": "synthetic", "batch_size": 128, "augment": True,
-             "synthetic": {"num_classes": 100, "image_size": 32, "channels": 3, "train_size": 6400,
-                           "test_size": 1000}},
-    "student": {"name": "resnet8x4"},
-    "teacher": {"name": "resnet32x4", "checkpoint": str(ckpt)},
+    "data": {"name": "synthetic", "batch_size": batch, "augment": True,
+             "synthetic": {"num_classes": 100, "image_size": 32, "channels": 3, "train_size": train_size,
+                           "test_size": test_size}},
+    "student": {"name": student},
+    "teacher": {"name": teacher, "checkpoint": str(ckpt)},
     "method": {"name": "wsl", "temperature": 4.0, "alpha": 2.25},
     "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
     "schedule": {"name": "constant", "epochs": 2},
@@ -145,7 +157,7 @@ for cfg_and_overrides in "$B name=v1" "$K name=v2 teacher.cache=true" "$B name=v
 done
 record prepare ok $(( $(now_ms) - t0 )) "$WORK/prepare.log"
 
-if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+if [ "$REHEARSAL" != 1 ] && ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   echo "[gpu_check] no CUDA device here: preparation and config checks done, GPU steps skipped"
   finish "no CUDA device (torch.cuda.is_available() is False); run this script on a GPU machine"
   exit 0
@@ -155,11 +167,12 @@ fi
 DEADLINE=$(( $(date +%s) + BUDGET_S ))
 summary() { echo "$R/$1/summary.json"; }
 
-step train_bf16_cl 120 "$(summary bf16_cl)" "${SL[@]}" train "$B" name=bf16_cl runtime.device=cuda
+step train_bf16_cl 120 "$(summary bf16_cl)" "${SL[@]}" train "$B" name=bf16_cl runtime.device=$DEV
 # the cache: KD fills it (first run), WSL at the same seed reads it; metrics.jsonl records hits/misses
-step cache_fill 120 "$(summary cache_kd)" "${SL[@]}" train "$K" name=cache_kd teacher.cache=true runtime.device=cuda
-step cache_read 120 "$(summary cache_wsl)" "${SL[@]}" train "$B" name=cache_wsl teacher.cache=true runtime.device=cuda
-step compile 240 "$(summary compiled)" "${SL[@]}" train "$B" name=compiled runtime.compile=true runtime.device=cuda
+step cache_fill 120 "$(summary cache_kd)" "${SL[@]}" train "$K" name=cache_kd teacher.cache=true runtime.device=$DEV
+step cache_read 120 "$(summary cache_wsl)" "${SL[@]}" train "$B" name=cache_wsl teacher.cache=true runtime.device=$DEV
+step compile 240 "$(summary compiled)" "${SL[@]}" train "$B" name=compiled runtime.compile=true \
+  runtime.compile_backend=$COMPILE_BACKEND runtime.device=$DEV
 
 # per-epoch figures of those runs (the compiled run's first epoch includes compilation); the cache must be read
 t0=$(now_ms)
@@ -180,13 +193,33 @@ EOF
 record epochs_and_cache "$([ $? -eq 0 ] && echo ok || echo failed)" $(( $(now_ms) - t0 )) "$WORK/epochs.log" \
   "$WORK/epochs.json"
 
+# softlabels treats a torchrun of world size 1 as one plain process (no process group), so this check joins
+# the process group itself and marks the run distributed: one GPU then runs NCCL, SyncBatchNorm and DDP
 cat >"$WORK/ddp_check.py" <<EOF
 import json, os, sys
 import torch, torch.distributed as dist
 from torch import nn
+import softlabels.engine.distributed as sl_dist
+import softlabels.engine.trainer as sl_trainer
 from softlabels.config import load_config
 from softlabels.engine.trainer import Trainer
-exp = load_config("$B", ["name=torchrun_syncbn", "runtime.sync_bn=true", "runtime.device=cuda"])
+
+expect_backend, expect_sync_bn = "$BACKEND", "$DEV" == "cuda"  # SyncBN is converted on CUDA only
+
+
+def join_world_of_one(device_name):
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = None
+    if expect_backend == "nccl":
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    dist.init_process_group(backend=expect_backend)
+    return sl_dist.DistInfo(int(os.environ["RANK"]), dist.get_world_size(), local), device
+
+
+sl_dist.DistInfo.enabled = property(lambda self: dist.is_initialized())
+sl_trainer.init_distributed = join_world_of_one
+exp = load_config("$B", ["name=torchrun_syncbn", "runtime.sync_bn=true", "runtime.device=$DEV"])
 trainer = Trainer(exp)
 student = trainer.method.student
 res = {"backend": dist.get_backend() if dist.is_initialized() else None,
@@ -195,25 +228,28 @@ res = {"backend": dist.get_backend() if dist.is_initialized() else None,
        "ddp": isinstance(trainer.model, nn.parallel.DistributedDataParallel)}
 summary = trainer.fit()
 res.update(best_top1=summary.get("best_top1"), images_per_s=summary.get("images_per_s"))
-if res["backend"] != "nccl" or res["sync_bn_layers"] == 0 or not res["ddp"]:
-    print(res); sys.exit(3)
+print(res)
+if res["backend"] != expect_backend or (expect_sync_bn and res["sync_bn_layers"] == 0) or not res["ddp"]:
+    sys.exit(3)
 if int(os.environ.get("RANK", 0)) == 0:
     open("$WORK/ddp.json", "w").write(json.dumps(res))
+dist.destroy_process_group()
 EOF
 step torchrun_syncbn 180 "$WORK/ddp.json" "$PY" -m torch.distributed.run --standalone --nproc_per_node 1 "$WORK/ddp_check.py"
 
 if "$PY" -c "import torchdistill" 2>/dev/null; then
-  step torchdistill 150 "$WORK/td.json" "$PY" benchmarks/torchdistill_compare.py --device cuda --steps 25 --rounds 5 \
-    --json "$WORK/td.json"
+  step torchdistill 150 "$WORK/td.json" "$PY" benchmarks/torchdistill_compare.py --device $DEV "${PAIR[@]}" \
+    --steps $(( STEPS / 2 + 1 )) --rounds $ROUNDS --json "$WORK/td.json"
 else
   echo "torchdistill is not installed (pip install -e .[compare]); step skipped" >"$WORK/td.log"
   record torchdistill skipped 0 "$WORK/td.log"
 fi
 
-step bench_fp32 120 "$WORK/bench_fp32.json" "${SL[@]}" bench --device cuda --steps 40 --rounds 5 --json "$WORK/bench_fp32.json"
-step bench_bf16_cl 120 "$WORK/bench_bf16.json" "${SL[@]}" bench --device cuda --amp bf16 --channels-last --steps 40 \
-  --rounds 5 --json "$WORK/bench_bf16.json"
-step bench_paths 240 "$WORK/bench_paths.json" "${SL[@]}" bench --device cuda --channels-last --steps 40 --rounds 3 \
-  --runtime-paths compile bf16 compile_bf16 --json "$WORK/bench_paths.json"
+step bench_fp32 120 "$WORK/bench_fp32.json" "${SL[@]}" bench --device $DEV "${PAIR[@]}" --steps $STEPS \
+  --rounds $ROUNDS --json "$WORK/bench_fp32.json"
+step bench_bf16_cl 120 "$WORK/bench_bf16.json" "${SL[@]}" bench --device $DEV "${PAIR[@]}" --amp bf16 --channels-last \
+  --steps $STEPS --rounds $ROUNDS --json "$WORK/bench_bf16.json"
+step bench_paths 240 "$WORK/bench_paths.json" "${SL[@]}" bench --device $DEV "${PAIR[@]}" --channels-last \
+  --steps $STEPS --rounds $(( ROUNDS > 3 ? 3 : ROUNDS )) --runtime-paths "${PATHS[@]}" --json "$WORK/bench_paths.json"
 
 finish ""
