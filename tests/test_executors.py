@@ -106,6 +106,34 @@ def test_ray_local_cluster_runs_the_plan_like_the_local_pool(tmp_path, monkeypat
     assert "1 runs submitted as Ray tasks" in lines[-2]
 
 
+@pytest.mark.slow
+def test_ray_executor_joins_an_existing_cluster(tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    from softlabels.reproduce.executors import RayExecutor
+
+    monkeypatch.chdir(tmp_path)
+    raw = tiny_plan(tmp_path)
+    raw["seeds"], raw["methods"] = [0], {"student": raw["methods"]["student"]}
+    plan, _ = _plan(raw, tmp_path)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "object_store_memory": 100 * 2**20,
+                                                            "include_dashboard": False})
+    try:
+        lines: list[str] = []
+        outcome = reproduce(plan, log=lines.append, executor=RayExecutor(address=cluster.address, cpus_per_run=2))
+        assert outcome["failures"] == {}
+        assert f"ray: cluster at {cluster.address} with 2 CPUs" in "\n".join(lines)
+        assert all(r.finished() for r in [teacher_run(plan, "t"), *final_runs(plan, {})])
+        assert not ray.is_initialized()  # disconnected again; the cluster itself is left running
+        with pytest.raises(ConfigError, match="no node can hold a run asking 3 CPUs"):
+            list(RayExecutor(address=cluster.address, cpus_per_run=3).run([], lines.append))
+        assert not ray.is_initialized()
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
 # ----------------------------------------------------------------------------- submitit (local executor)
 @pytest.mark.slow
 def test_submitit_local_executor_through_the_cli(tmp_path, monkeypatch, capsys):

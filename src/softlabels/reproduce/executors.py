@@ -80,17 +80,17 @@ class RayExecutor:
 
         if ray.is_initialized():
             return False
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                                  "configure_logging": False}
-        if self.address:
-            ray.init(address=self.address, **kwargs)
+        if self.address:  # an existing cluster (or Ray Client at ray://): its own settings apply
+            ray.init(address=self.address)
         else:
-            ray.init(num_cpus=self.local_cpus or os.cpu_count(), object_store_memory=200 * 2**20, **kwargs)
+            ray.init(num_cpus=self.local_cpus or os.cpu_count(), object_store_memory=200 * 2**20,
+                     include_dashboard=False, log_to_driver=False, configure_logging=False)
         res = ray.cluster_resources()
         log(f"ray: {'cluster at ' + self.address if self.address else 'local cluster'} with "
             f"{res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs; each run asks {self.cpus:g} CPUs, "
             f"{self.gpus:g} GPUs")
         if res.get("CPU", 0) < self.cpus or res.get("GPU", 0) < self.gpus:
+            ray.shutdown()  # connected (or started) here: leave nothing behind
             raise ConfigError(f"ray: no node can hold a run asking {self.cpus:g} CPUs and {self.gpus:g} GPUs "
                               f"(cluster: {res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs); "
                               "lower --cpus-per-run/--gpus-per-run")
