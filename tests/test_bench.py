@@ -61,3 +61,9 @@ def test_bench_runtime_paths_against_eager(tmp_path, capsys):
         assert p["first_epoch_s"] > 0 and p["images_per_s"] > 0 and p["speedup_including_compile"] > 0
     assert "too few" in r["spread_warnings"][0]  # one round cannot show a spread
     assert "speedup excl./incl. compile" in capsys.readouterr().out
+
+
+def test_bench_unknown_runtime_path_is_one_line(capsys):
+    assert main(["bench", *TINY, "--runtime-paths", "turbo"]) == 2
+    err = capsys.readouterr().err
+    assert "--runtime-paths: unknown path(s) turbo" in err and err.count("\n") == 1

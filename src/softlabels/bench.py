@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from softlabels.config import validate_config
 from softlabels.engine.checkpoint import save_atomic
 from softlabels.engine.trainer import Trainer
+from softlabels.errors import UserError
 from softlabels.io import write_json
 from softlabels.losses import wsl_soft_loss
 from softlabels.models import create_model
@@ -267,7 +268,7 @@ def run_runtime_paths(teacher: str = "resnet32x4", student: str = "resnet8x4", s
         paths.insert(0, "eager_fp32")
     unknown = [p for p in paths if p not in RUNTIME_PATHS]
     if unknown:
-        raise ValueError(f"unknown runtime path(s) {unknown}; known: {', '.join(RUNTIME_PATHS)}")
+        raise UserError(f"--runtime-paths: unknown path(s) {', '.join(unknown)}; choose from {', '.join(RUNTIME_PATHS)}")
     method = {"name": "wsl", "temperature": temperature, "alpha": alpha}
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(io.StringIO()):
         root = Path(tmp)
