@@ -478,3 +478,22 @@ def test_unfinished_teacher_stops_the_plan_before_any_student(tmp_path, monkeypa
     assert main(["reproduce", str(plan_file)]) == 1
     assert trained == ["t"] and "unfinished teachers: t" in capsys.readouterr().err
     assert not (tmp_path / "runs" / "p").exists()
+
+
+def test_methods_option_needs_only_the_teachers_of_its_rows(tmp_path):
+    from softlabels.reproduce.plan import load_plan
+    from softlabels.reproduce.runner import needed_teachers
+
+    raw = tiny_plan(tmp_path)
+    raw["teachers"]["big"] = {"student": {"name": "resnet14"}}
+    raw["pairs"]["q"] = {"teacher": "big", "student": "resnet8"}
+    raw["selection"] = {"seed": 0, "on_pair": "p"}
+    raw["methods"]["student"]["pairs"] = ["p"]
+    raw["methods"]["kd_q"] = {"overrides": {"method": {"name": "kd"}}, "pairs": ["q"],
+                              "select": [{"method.temperature": [2, 4]}]}
+    plan_file = tmp_path / "plan.yaml"
+    plan_file.write_text(yaml.safe_dump(raw))
+    plan = load_plan(plan_file)
+    assert sorted(needed_teachers(plan)) == ["big", "t"]
+    assert needed_teachers(plan, {"student"}) == ["t"]
+    assert sorted(needed_teachers(plan, {"kd_q"})) == ["big", "t"]  # selected on pair p, final runs on q

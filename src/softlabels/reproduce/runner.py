@@ -248,6 +248,20 @@ def _check_only(plan: Plan, only: set[str]) -> None:
                                   f"runs have not all finished; run them first (or add {other} to --methods)")
 
 
+def needed_teachers(plan: Plan, only: set[str] | None = None) -> list[str]:
+    """The teachers that the rows in ``only`` (all rows: None) distil from, for their final and selection
+    runs, in plan order; so ``--methods`` beside a running process waits for no teacher it does not use."""
+    if only is None:
+        return list(plan.teachers)
+    pairs = set()
+    for method in only:
+        pairs.update(plan.method_pairs(method))
+        if plan.methods[method].select:
+            pairs.update(plan.selection_pairs(method))
+    used = {plan.pairs[p].teacher for p in pairs}
+    return [t for t in plan.teachers if t in used]
+
+
 def reproduce(plan: Plan, jobs: int = 1, until: str = "final", log: Log = _stderr,
               methods: list[str] | None = None, executor=None) -> dict:
     """Teachers, then each selection step, then the final runs (stopping after ``until``).
@@ -271,11 +285,12 @@ def reproduce(plan: Plan, jobs: int = 1, until: str = "final", log: Log = _stder
     def save_failures() -> None:
         failures_path.write_text(json.dumps(failures, indent=2, sort_keys=True))
 
-    log(f"== teachers ({len(plan.teachers)})")
-    run_all([teacher_run(plan, t) for t in plan.teachers], jobs, log, failures, executor)
+    teachers = needed_teachers(plan, only)
+    log(f"== teachers ({len(teachers)})")
+    run_all([teacher_run(plan, t) for t in teachers], jobs, log, failures, executor)
     save_failures()
     # a student never distils from an unfinished teacher (its best.pt exists from the first epoch on)
-    missing = [t for t in plan.teachers
+    missing = [t for t in teachers
                if not teacher_checkpoint(plan, t).is_file() or finished_summary(teacher_dir(plan, t)) is None]
     if missing:
         log(f"unfinished teachers: {', '.join(missing)}; fix the failure above and run again")
