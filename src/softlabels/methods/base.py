@@ -131,8 +131,6 @@ class Distiller(nn.Module):
         self.auxiliary = nn.ModuleDict()
         self.dist = DistInfo()
         self.teacher_cache = None  # a softlabels.engine.teacher_cache.TeacherCache, set by the trainer
-        self._spot_check_pending = False
-        self._spot_checked_once = False
         self.epoch = 0
         if teacher is not None:
             teacher.requires_grad_(False)
@@ -162,9 +160,6 @@ class Distiller(nn.Module):
 
     def set_epoch(self, epoch: int) -> None:
         """Called by the trainer before each epoch (0-based, counting init-phase epochs)."""
-        if epoch != self.epoch or not self._spot_checked_once:
-            self._spot_check_pending = True  # compare cached and live teacher once per new epoch
-            self._spot_checked_once = True
         self.epoch = epoch
 
     def train(self, mode: bool = True) -> Distiller:
