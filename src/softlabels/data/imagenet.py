@@ -6,18 +6,16 @@ whatever ``num_workers`` is and whether the run was resumed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from pydantic import Field, model_validator
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset
 
 from softlabels.data.base import (
     STREAM_IMAGE_AUG,
-    STREAM_LOADER,
-    STREAM_ORDER,
     DataBundle,
     DataConfig,
     DatasetInfo,
@@ -25,8 +23,8 @@ from softlabels.data.base import (
     derive_seed,
     register_dataset,
 )
-from softlabels.data.base import generator as seeded_generator
-from softlabels.data.splits import num_batches, split_seed, subset_and_split
+from softlabels.data.epoch_loader import EpochLoader, EpochSampler  # noqa: F401 (EpochSampler: public here before)
+from softlabels.data.splits import split_seed, subset_and_split
 from softlabels.errors import DataError, UserError
 
 MEAN = (0.485, 0.456, 0.406)
@@ -100,104 +98,20 @@ class IndexedImages(Dataset):
         return x, target, original
 
 
-class EpochSampler(Sampler):
-    """Yields ``(position, epoch)`` for positions 0..n-1, shuffled by (seed, epoch) when ``shuffle``."""
-
-    def __init__(self, n: int, shuffle: bool, seed: int) -> None:
-        self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
-        self.rank, self.world_size = 0, 1
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(range(self.rank, self.n, self.world_size))
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        if self.shuffle:
-            order = torch.randperm(self.n, generator=seeded_generator(self.seed, self.epoch, STREAM_ORDER)).tolist()
-        else:
-            order = range(self.n)
-        epoch = self.epoch
-        return ((p, epoch) for p in list(order)[self.rank :: self.world_size])
-
-
-class FolderLoader:
+class FolderLoader(EpochLoader):
     """A ``DataLoader`` over image files with the same interface as ``InMemoryLoader``.
 
     Yields ``(images float32 (B, 3, crop, crop), targets int64 (B,), indices int64 (B,))`` on
-    ``device``; ``indices`` are positions in the full ImageFolder (sorted file order). Attributes:
-    ``num_samples``, ``full_size``, ``indices``, ``dataset_labels`` (CPU, aligned with ``indices``),
-    ``batch_size``, ``shuffle``, ``augment``, ``drop_last``, ``epoch``; :meth:`set_epoch`.
+    ``device``; ``indices`` are positions in the full ImageFolder (sorted file order). See
+    :class:`EpochLoader`.
     """
 
-    def __init__(
-        self,
-        samples: Sequence[tuple[str, int]],
-        indices: torch.Tensor,
-        transform: Callable,
-        image_loader: Callable,
-        *,
-        batch_size: int,
-        device: torch.device,
-        shuffle: bool = False,
-        augment: bool = False,
-        drop_last: bool = False,
-        num_workers: int = 0,
-        seed: int = 0,
-    ) -> None:
-        self.device = torch.device(device)
-        self.full_size = len(samples)
-        self.indices = indices.long().cpu()
-        self.dataset_labels = torch.as_tensor([samples[int(i)][1] for i in self.indices], dtype=torch.long)
-        self.num_samples = int(self.indices.numel())
-        self.batch_size, self.shuffle, self.augment, self.drop_last = batch_size, shuffle, augment, drop_last
-        self.dataset = IndexedImages(samples, self.indices, transform, image_loader, seed, randomized=augment)
-        self.sampler = EpochSampler(self.num_samples, shuffle, seed)
-        self._loader_args = {"num_workers": num_workers, "seed": seed}
-        self.loader = self._make_loader(batch_size)
-
-    def _make_loader(self, per_process_batch: int) -> DataLoader:
-        workers = self._loader_args["num_workers"]
-        return DataLoader(
-            self.dataset,
-            batch_size=per_process_batch,
-            sampler=self.sampler,
-            num_workers=workers,
-            pin_memory=self.device.type == "cuda",
-            persistent_workers=workers > 0,
-            drop_last=self.drop_last,
-            generator=seeded_generator(self._loader_args["seed"], STREAM_LOADER),
-        )
-
-    def shard(self, rank: int, world_size: int) -> None:
-        """This process reads positions ``rank::world_size`` of each epoch's order, in batches of
-        ``batch_size / world_size`` (the global batch must divide evenly)."""
-        if self.batch_size % world_size:
-            raise UserError(
-                f"data.batch_size ({self.batch_size}) must be divisible by the number of processes ({world_size})"
-            )
-        self.sampler.rank, self.sampler.world_size = int(rank), int(world_size)
-        self.loader = self._make_loader(self.batch_size // world_size)
-
-    @property
-    def epoch(self) -> int:
-        return self.sampler.epoch
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose order and augmentation the next iteration uses."""
-        self.sampler.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return num_batches(self.num_samples, self.batch_size, self.drop_last)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        for images, targets, indices in self.loader:
-            yield (
-                images.to(self.device, non_blocking=True),
-                targets.to(self.device, non_blocking=True),
-                indices.to(self.device, non_blocking=True),
-            )
+    def __init__(self, samples: Sequence[tuple[str, int]], indices: torch.Tensor, transform: Callable,
+                 image_loader: Callable, *, augment: bool = False, seed: int = 0, **loader_options: Any) -> None:
+        indices = indices.long().cpu()
+        labels = torch.as_tensor([samples[int(i)][1] for i in indices], dtype=torch.long)
+        items = IndexedImages(samples, indices, transform, image_loader, seed, randomized=augment)
+        super().__init__(items, labels, indices, len(samples), augment=augment, seed=seed, **loader_options)
 
 
 def _image_folder(path: Path) -> Any:

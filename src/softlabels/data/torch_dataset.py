@@ -20,26 +20,24 @@ augmentation is the same whatever the worker count, and a resumed run sees the s
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from softlabels.data.base import (
     STREAM_IMAGE_AUG,
-    STREAM_LOADER,
     DataBundle,
     DatasetInfo,
     derive_seed,
     option,
     positive_int,
 )
-from softlabels.data.base import generator as seeded_generator
-from softlabels.data.imagenet import EpochSampler
-from softlabels.data.splits import num_batches, split_seed, subset_and_split
+from softlabels.data.epoch_loader import EpochLoader
+from softlabels.data.splits import split_seed, subset_and_split
 from softlabels.errors import DataError, UserError
 
 __all__ = ["DatasetLoader", "TorchDatasets", "torch_dataset_bundle"]
@@ -113,84 +111,18 @@ def _unpack(item: Any, name: str, index: int) -> tuple[torch.Tensor, int]:
     return image.float(), int(target)
 
 
-class DatasetLoader:
+class DatasetLoader(EpochLoader):
     """A seeded ``DataLoader`` over ``dataset`` positions ``indices``, with the ``InMemoryLoader`` interface.
 
-    Yields ``(images float32 (B, C, H, W), targets int64 (B,), indices int64 (B,))`` on ``device``.
-    Attributes: ``num_samples``, ``full_size``, ``indices`` (CPU), ``dataset_labels`` (CPU, aligned with
-    ``indices``), ``batch_size``, ``shuffle``, ``augment``, ``drop_last``, ``epoch``; :meth:`set_epoch`,
-    :meth:`shard`.
+    Yields ``(images float32 (B, C, H, W), targets int64 (B,), indices int64 (B,))`` on ``device``;
+    ``labels`` (CPU) are the labels of the whole dataset. See :class:`EpochLoader`.
     """
 
-    def __init__(
-        self,
-        dataset: Dataset,
-        labels: torch.Tensor,
-        indices: torch.Tensor,
-        *,
-        name: str,
-        batch_size: int,
-        device: torch.device,
-        shuffle: bool = False,
-        augment: bool = False,
-        drop_last: bool = False,
-        num_workers: int = 0,
-        seed: int = 0,
-    ) -> None:
-        self.device = torch.device(device)
-        self.full_size = int(labels.numel())
-        self.indices = indices.long().cpu()
-        self.dataset_labels = labels.long().cpu()[self.indices]
-        self.num_samples = int(self.indices.numel())
-        self.batch_size, self.shuffle, self.augment, self.drop_last = int(batch_size), shuffle, augment, drop_last
-        self.items = _IndexedItems(dataset, self.indices, seed, name)
-        self.sampler = EpochSampler(self.num_samples, shuffle, seed)
-        self.num_workers, self.seed = int(num_workers), int(seed)
-        self.loader = self._make_loader(self.batch_size)
-
-    def _make_loader(self, per_process_batch: int) -> DataLoader:
-        return DataLoader(
-            self.items,
-            batch_size=per_process_batch,
-            sampler=self.sampler,
-            num_workers=self.num_workers,
-            pin_memory=self.device.type == "cuda",
-            persistent_workers=self.num_workers > 0,
-            drop_last=self.drop_last,
-            generator=seeded_generator(self.seed, STREAM_LOADER),
-        )
-
-    def shard(self, rank: int, world_size: int) -> None:
-        """This process reads positions ``rank::world_size`` of each epoch's order (batch_size / world_size each)."""
-        if self.batch_size % world_size:
-            raise UserError(
-                f"data.batch_size ({self.batch_size}) must be divisible by the number of processes ({world_size})"
-            )
-        self.sampler.rank, self.sampler.world_size = int(rank), int(world_size)
-        self.loader = self._make_loader(self.batch_size // world_size)
-
-    @property
-    def epoch(self) -> int:
-        return self.sampler.epoch
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose order and augmentation the next iteration uses."""
-        self.sampler.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return num_batches(self.num_samples, self.batch_size, self.drop_last)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        for images, targets, indices in self.loader:
-            yield (
-                images.to(self.device, non_blocking=True),
-                targets.long().to(self.device, non_blocking=True),
-                indices.long().to(self.device, non_blocking=True),
-            )
-
-    def __repr__(self) -> str:
-        return (f"DatasetLoader(num_samples={self.num_samples}, batch_size={self.batch_size}, "
-                f"shuffle={self.shuffle}, num_workers={self.num_workers}, device={self.device})")
+    def __init__(self, dataset: Dataset, labels: torch.Tensor, indices: torch.Tensor, *, name: str,
+                 seed: int = 0, **loader_options: Any) -> None:
+        indices = indices.long().cpu()
+        super().__init__(_IndexedItems(dataset, indices, seed, name), labels.long().cpu()[indices], indices,
+                         int(labels.numel()), seed=seed, **loader_options)
 
 
 def _labels_of(dataset: Dataset, given: Any, name: str, split: str) -> torch.Tensor:
