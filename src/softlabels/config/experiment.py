@@ -77,7 +77,7 @@ class TeacherConfig(StrictModel):
         None,
         ge=1,
         description="keep only the k largest logits per sample plus one logit for the other classes (their mean "
-        "probability at T = 1): about 4k + 2 bytes instead of 2C per sample and epoch; null: all",
+        "probability at T = 1): about 4k + 2 bytes instead of 4C (float32) per sample and epoch; null: all",
     )
 
     @model_validator(mode="after")
@@ -219,7 +219,7 @@ class RuntimeConfig(StrictModel):
     compile_backend: str = Field(
         "inductor", description="torch.compile backend: inductor (fast kernels), aot_eager or eager (debugging)"
     )
-    sync_bn: bool = Field(False, description="under torchrun on CUDA: synchronise BatchNorm statistics")
+    sync_bn: bool = Field(False, description="under torchrun: synchronise BatchNorm statistics across processes (CUDA: SyncBatchNorm; CPU/gloo: all-reduced batch statistics)")
     scale_lr: bool = Field(False, description="under torchrun: multiply optim.lr by the number of processes")
     find_unused_parameters: bool | None = Field(
         None, description="DDP option; default: on for methods with an initialisation phase"

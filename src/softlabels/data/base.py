@@ -52,7 +52,7 @@ class DataConfig(StrictModel):
     crop_padding: int = Field(4, ge=0, description="zero padding of the random crop, in pixels")
     flip: bool = Field(True, description="random horizontal flip")
     drop_last: bool = Field(False, description="drop the last incomplete training batch")
-    aug_seed: int | None = Field(None, description="seed of the augmentation stream; null: the run's seed")
+    aug_seed: int | None = Field(None, description="seed of the augmentation stream (crops and flips per sample and epoch; the order stays tied to `seed`), so seeds of a sweep can share one teacher cache; null: the run's seed")
     synthetic: dict[str, Any] | None = Field(
         None,
         description="settings of data.name synthetic (below); other datasets ignore it (run folders written "
