@@ -212,7 +212,7 @@ def test_crd_method_uses_the_configured_draw(cifar):
         seen = []
         original = memory.sample
 
-        def spy(*args, **kwargs):
+        def spy(*args, original=original, seen=seen, **kwargs):
             rows = original(*args, **kwargs)
             seen.append(rows)
             return rows

@@ -142,15 +142,16 @@ def publish_teacher(run_dir: str | Path) -> Path:
 
     The shipped weights are the LAST epoch's (no selection on the test set), without optimizer state.
     """
-    rd = Path(run_dir)
+    run = RunDir(run_dir)
+    rd = run.path
     ASSETS.mkdir(parents=True, exist_ok=True)
     dest = ASSETS / f"{TEACHER_NAME}.pt"
-    last = load_checkpoint(rd / "last.pt")
+    last = load_checkpoint(run.last_path)
     keep = ("format", "model_name", "num_classes", "in_channels", "dataset", "epoch", "model", "metrics", "config")
     save_atomic({k: last[k] for k in keep if k in last}, dest)
-    shutil.copyfile(rd / "config.yaml", ASSETS / f"{TEACHER_NAME}.config.yaml")
-    shutil.copyfile(rd / "metrics.jsonl", ASSETS / f"{TEACHER_NAME}.metrics.jsonl")
-    summary = RunDir(rd).summary()
+    shutil.copyfile(run.config_path, ASSETS / f"{TEACHER_NAME}.config.yaml")
+    shutil.copyfile(run.metrics_path, ASSETS / f"{TEACHER_NAME}.metrics.jsonl")
+    summary = run.summary()
     if summary is None:
         raise UserError(f"{rd} has no summary.json: publish a finished teacher run")
     manifest = {"sha256": sha256_of(dest), "weights": "last epoch", "epoch": last["epoch"],

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from softlabels.engine.checkpoint import sha256_of
+from softlabels.reproduce import findings
 from softlabels.reproduce.plan import (
     Plan,
     finished_summary,
@@ -27,7 +28,6 @@ from softlabels.reproduce.plan import (
     teacher_run,
 )
 from softlabels.reproduce.runner import final_runs, selection_state
-from softlabels.reproduce import findings
 from softlabels.stats import mean_std, student_t_sf_two_sided
 
 

@@ -17,14 +17,13 @@ folder, so it is not trained twice.
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from softlabels.io import read_jsonl
+from softlabels.engine.run_dir import RunDir
 from softlabels.errors import ConfigError
 
 SHORT_NAMES = {"temperature": "T"}
@@ -222,17 +221,13 @@ class RunSpec:
 
 def finished_summary(run_dir: Path | str) -> dict | None:
     """The run's summary.json when it records all its epochs, else None (missing or unfinished)."""
-    path = Path(run_dir) / "summary.json"
-    if not path.is_file():
-        return None
-    data = json.loads(path.read_text())
-    done = data.get("epochs") is not None and data.get("epochs") == data.get("total_epochs")
-    return data if done else None
+    run = RunDir(run_dir)
+    return run.summary() if run.is_finished() else None
 
 
 def read_metrics(run_dir: Path | str) -> list[dict]:
     """The rows of the run's metrics.jsonl ([] when there is none)."""
-    return read_jsonl(Path(run_dir) / "metrics.jsonl")
+    return RunDir(run_dir).metrics()
 
 
 def merge(base: dict, extra: dict) -> dict:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from softlabels.engine.run_dir import RunDir
 from softlabels.reproduce.plan import (
     Plan,
     RunSpec,
@@ -324,7 +325,7 @@ def status(plan: Plan) -> list[dict]:
     specs += final_runs(plan, chosen)
     rows = []
     for spec in _unique(specs):
-        state = "done" if spec.finished() else "partial" if (spec.run_dir / "last.pt").is_file() else "todo"
+        state = "done" if spec.finished() else "partial" if RunDir(spec.run_dir).last_path.is_file() else "todo"
         rows.append({"stage": spec.stage, "run": spec.label, "state": state, "run_dir": str(spec.run_dir)})
     if not complete:
         rows.append({"stage": "final", "run": "(final runs depend on the selection, not finished yet)",
