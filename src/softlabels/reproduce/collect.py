@@ -203,12 +203,7 @@ def plot_temperature(results: dict, path: Path) -> Path | None:
         ax.set_ylabel("regularization samples (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    with plt.rc_context({"svg.hashsalt": "softlabels"}):  # fixed ids and no date: the SVG regenerates byte for byte
-        fig.savefig(path.with_suffix(".svg"), metadata={"Date": None})
-    plt.close(fig)
+    findings.save_figure(fig, path)
     return path
 
 

@@ -68,12 +68,7 @@ def plot_curves(data: dict, path: Path) -> Path | None:
         ax.set_ylabel("validation top-1 (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    with plt.rc_context({"svg.hashsalt": "softlabels"}):  # fixed ids and no date: byte-for-byte regeneration
-        fig.savefig(path.with_suffix(".svg"), metadata={"Date": None})
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
@@ -231,3 +226,16 @@ def _strength(plan: Plan, results: dict, label: dict) -> list[str]:
         out.append(f"- **Teacher {pair['teacher_model']} ({top1} %) → {pair['student']}**: KD over the student "
                    f"{_ci(kd_gain)}; WSL over the student {_ci(wsl_gain)}; WSL − KD {_ci(gap)} ({winner}).")
     return out
+
+
+def save_figure(fig, path: Path) -> None:
+    """Write ``fig`` as PNG (110 dpi) at ``path`` and as SVG beside it, then close it; fixed SVG ids and no
+    date, so a results figure regenerates byte for byte from the same logs."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    with plt.rc_context({"svg.hashsalt": "softlabels"}):
+        fig.savefig(path.with_suffix(".svg"), metadata={"Date": None})
+    plt.close(fig)
