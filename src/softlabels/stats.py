@@ -107,30 +107,25 @@ def _paired_finite(x: Sequence[float], y: Sequence[float]) -> tuple[list[float],
     return [a for a, _ in pairs], [b for _, b in pairs]
 
 
-def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Pearson correlation (``scipy.stats.pearsonr``) of the pairs where both values are present.
-
-    None with fewer than :data:`MIN_CORRELATION_POINTS` pairs or when either side is constant.
-    """
-    from scipy.stats import pearsonr
+def _correlation(x: Sequence[float], y: Sequence[float], scipy_name: str) -> float | None:
+    """``scipy.stats.<scipy_name>`` statistic of the present pairs; None with fewer than
+    :data:`MIN_CORRELATION_POINTS` pairs or when either side is constant."""
+    import scipy.stats
 
     a, b = _paired_finite(x, y)
     if len(a) < MIN_CORRELATION_POINTS or len(set(a)) < 2 or len(set(b)) < 2:
         return None
-    return float(pearsonr(a, b).statistic)
+    return float(getattr(scipy.stats, scipy_name)(a, b).statistic)
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Pearson correlation (``scipy.stats.pearsonr``) of the pairs where both values are present (see _correlation)."""
+    return _correlation(x, y, "pearsonr")
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Spearman rank correlation (``scipy.stats.spearmanr``, average ranks for ties) of the present pairs.
-
-    None with fewer than :data:`MIN_CORRELATION_POINTS` pairs or when either side is constant.
-    """
-    from scipy.stats import spearmanr
-
-    a, b = _paired_finite(x, y)
-    if len(a) < MIN_CORRELATION_POINTS or len(set(a)) < 2 or len(set(b)) < 2:
-        return None
-    return float(spearmanr(a, b).statistic)
+    """Spearman rank correlation (``scipy.stats.spearmanr``, average ranks for ties) of the present pairs."""
+    return _correlation(x, y, "spearmanr")
 
 
 def describe_correlation(value: float | None, points: int) -> str:
