@@ -281,3 +281,19 @@ def test_group_labels_name_the_method_and_what_differs(tmp_path):
                          run("e", {"name": "ce"}, 0, **infodrop)])
     assert [(g.label, g.n) for g in groups] == [("kd (T=2)", 2), ("kd (T=4)", 1), ("ce (no teacher)", 1),
                                                 ("ce (no teacher) (infodrop)", 1)]
+
+
+def test_a_run_without_summary_reads_best_and_last_from_its_rows_in_every_test_eval_mode():
+    """Run.stat falls back to metrics rows: with test_eval at_end the best epoch's row has no test metrics and
+    its weights' test top-1 is on the last row as best_test_top1."""
+    from softlabels.report.loaders import Run
+
+    def run(rows):
+        return Run(Path("r"), "r", "ce", "resnet8", None, None, {}, {}, rows)
+
+    at_end = run([{"epoch": 1, "val_top1": 50.0}, {"epoch": 2, "val_top1": 70.0},
+                  {"epoch": 3, "val_top1": 60.0, "test_top1": 58.0, "best_test_top1": 67.0}])
+    assert (at_end.stat("best_top1"), at_end.stat("best_epoch"), at_end.stat("last_top1")) == (67.0, 2, 58.0)
+    every = run([{"epoch": 1, "val_top1": 50.0, "test_top1": 49.0}, {"epoch": 2, "val_top1": 70.0, "test_top1": 66.0},
+                 {"epoch": 3, "val_top1": 60.0, "test_top1": 58.0}])
+    assert (every.stat("best_top1"), every.stat("best_epoch"), every.stat("last_top1")) == (66.0, 2, 58.0)

@@ -361,29 +361,66 @@ def test_fault_injection_every_kill_resumes_bit_for_bit_or_restarts(tmp_path, ti
     assert counts["kills"] >= 20 - 3  # a timed kill may come after the run has finished
 
 
-def test_test_eval_when_best_skips_test_only_between_new_bests(tmp_path, tiny):
-    """runtime.test_eval when_best: same weights, same best/last test top-1, test evaluated only at a new
-    validation best and at the last epoch."""
-    def run(name, mode):
-        cfg = tiny(tmp_path, name=name, epochs=8, runtime={"progress": False, "device": "cpu", "test_eval": mode})
+@pytest.mark.parametrize("mode", ["when_best", "at_end"])
+def test_test_eval_modes_skip_test_passes_but_keep_best_and_last(tmp_path, tiny, mode):
+    """runtime.test_eval when_best / at_end: same weights, same best/last test top-1 as every_epoch; the test set
+    is evaluated only at a new validation best and the last epoch (when_best) or only at the last epoch, with
+    the best weights' metrics on that row as best_test_* (at_end)."""
+    def run(name, test_eval):
+        cfg = tiny(tmp_path, name=name, epochs=8, runtime={"progress": False, "device": "cpu", "test_eval": test_eval})
         cfg["data"]["val_split"] = 32
         return train(validate_config(cfg)), [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").open()]
 
     every, rows_every = run("every", "every_epoch")
-    best, rows_best = run("best", "when_best")
+    best, rows_best = run("best", mode)
     assert [r["val_top1"] for r in rows_best] == [r["val_top1"] for r in rows_every]
-    running, expected = -1.0, []
-    for i, r in enumerate(rows_every):
-        expected.append(r["val_top1"] > running or i == len(rows_every) - 1)
+    running, new_best = -1.0, []
+    for r in rows_every:
+        new_best.append(r["val_top1"] > running)
         running = max(running, r["val_top1"])
+    last = [i == len(rows_every) - 1 for i in range(len(rows_every))]
+    expected = [b or e for b, e in zip(new_best, last)] if mode == "when_best" else last
     assert ["test_top1" in r for r in rows_best] == expected and not all(expected)
-    for key in ("best_top1", "last_top1", "best_epoch"):
+    for key in ("best_top1", "best_top5", "last_top1", "best_epoch"):
         assert best[key] == every[key], key
+    if mode == "at_end" and every["best_epoch"] != len(rows_every):
+        assert rows_best[-1]["best_test_top1"] == every["best_top1"]
     w_every = load_checkpoint(tmp_path / "every" / "last.pt")["model"]
     w_best = load_checkpoint(tmp_path / "best" / "last.pt")["model"]
-    assert all(torch.equal(w_every[k], w_best[k]) for k in w_every)
+    assert all(torch.equal(w_every[k], w_best[k]) for k in w_every)  # the last weights are put back
     saved_runtime = yaml.safe_load((tmp_path / "every" / "config.yaml").read_text())["runtime"]
     assert "test_eval" not in saved_runtime  # the default is omitted, so older run folders resume unchanged
+
+
+def test_test_eval_at_end_after_a_resume_reads_the_best_weights_from_best_pt(tmp_path, tiny):
+    """A run resumed after its best epoch has no best weights in memory: at_end evaluates best.pt's."""
+    from softlabels.callbacks import Callback
+
+    class Scramble(Callback):  # wrecks the weights before epochs 7 and 8, so the best epoch comes earlier
+        def on_epoch_start(self, trainer, epoch):
+            if epoch >= 6:
+                gen = torch.Generator().manual_seed(epoch)
+                with torch.no_grad():
+                    for p in trainer.method.student.parameters():
+                        p.add_(torch.randn(p.shape, generator=gen) * 3.0)
+
+    class StopAfter(Callback):
+        def on_epoch_end(self, trainer, record):
+            if record["epoch"] == 6:
+                raise KeyboardInterrupt
+
+    def exp(name, test_eval):
+        c = tiny(tmp_path, name=name, epochs=8, runtime={"progress": False, "device": "cpu", "test_eval": test_eval})
+        c["data"]["val_split"] = 32
+        return validate_config(c)
+
+    every = train(exp("every", "every_epoch"), callbacks=[Scramble()])
+    assert every["best_epoch"] <= 6
+    with pytest.raises(KeyboardInterrupt):
+        train(exp("resumed", "at_end"), callbacks=[Scramble(), StopAfter()])
+    resumed = train(exp("resumed", "at_end"), resume_dir=tmp_path / "resumed", callbacks=[Scramble()])
+    for key in ("best_top1", "best_top5", "last_top1", "best_epoch"):
+        assert resumed[key] == every[key], key
 
 
 def test_test_eval_when_best_needs_a_validation_split(tmp_path, tiny):

@@ -224,11 +224,13 @@ class RuntimeConfig(StrictModel):
     find_unused_parameters: bool | None = Field(
         None, description="DDP option; default: on for methods with an initialisation phase"
     )
-    test_eval: Literal["every_epoch", "when_best"] = Field(
+    test_eval: Literal["every_epoch", "when_best", "at_end"] = Field(
         "every_epoch",
         description="every_epoch: evaluate the test set after every epoch; when_best: only at epochs whose "
-        "validation top-1 is a new best and at the last epoch (needs data.val_split; best and last test top-1 "
-        "are the same, the per-epoch test curve is left out; saves most of a small-data run's evaluation time)",
+        "validation top-1 is a new best and at the last epoch; at_end: once after the last epoch, for the last "
+        "model and for the best-validation weights (both need data.val_split; best and last test top-1 are the "
+        "same as every_epoch's, the per-epoch test curve is left out; saves most of a small-data run's "
+        "evaluation time)",
     )
 
     omit_when_default: ClassVar[frozenset[str]] = frozenset({"test_eval"})
@@ -322,9 +324,9 @@ class Experiment(StrictModel):
 
     @model_validator(mode="after")
     def _test_eval_needs_validation(self) -> Experiment:
-        if self.runtime.test_eval == "when_best" and not self.data.val_split:
-            raise ValueError("runtime.test_eval when_best chooses the best epoch on the validation split: set "
-                             "data.val_split, or use test_eval every_epoch")
+        if self.runtime.test_eval != "every_epoch" and not self.data.val_split:
+            raise ValueError(f"runtime.test_eval {self.runtime.test_eval} chooses the best epoch on the validation "
+                             "split: set data.val_split, or use test_eval every_epoch")
         return self
 
     @property

@@ -28,8 +28,9 @@ def run_summary(trainer, wall: float, images_per_s: float | None) -> dict:
         "best_selected_on_test_set": trainer.data.val is None,
         "best_selection_note": None if trainer.data.val is not None else (
             "no validation split: the best epoch was chosen on the test set, so best_top1 is optimistic"),
-        "best_top1": best_row.get("test_top1"),
-        "best_top5": best_row.get("test_top5"),
+        # runtime.test_eval at_end: the best weights' test metrics sit on the last row as best_test_*
+        "best_top1": best_row.get("test_top1", last.get("best_test_top1")),
+        "best_top5": best_row.get("test_top5", last.get("best_test_top5")),
         "best_val_top1": best_row.get("val_top1"),
         "last_top1": last.get("test_top1"),
         "last_top5": last.get("test_top5"),

@@ -124,6 +124,7 @@ class Trainer:
         self.callbacks = self._build_callbacks(callbacks)
         self.start_epoch = 0
         self.best = {"top1": -math.inf, "epoch": -1}
+        self._best_weights: dict | None = None  # runtime.test_eval at_end: the best-validation student weights
         self.wall_before = 0.0
         self.wall_time_s = 0.0
         self._resume_record: dict | None = None
@@ -258,20 +259,40 @@ class Trainer:
 
     def _evaluate_into(self, record: dict, *, last_epoch: bool) -> None:
         """Add val_*/test_* metrics to the epoch record and update ``self.best`` (val top-1 when there is a
-        validation split, else test top-1). With ``runtime.test_eval: when_best`` the test set is evaluated
-        only at a new best and at the last epoch (evaluation changes no state, so the order is free)."""
+        validation split, else test top-1). ``runtime.test_eval``: when_best evaluates the test set only at a new
+        best and at the last epoch; at_end only at the last epoch, adding the best-validation weights' test
+        metrics to that row as best_test_* (evaluation changes no state, so the order is free)."""
         eval_kw = {"dist_info": self.dist, "autocast": self.autocast}
-        selector = "test_top1"
+        selector, mode = "test_top1", self.exp.runtime.test_eval
         if self.data.val is not None:
             val = evaluate(self.method.student, self.data.val, self.num_classes, **eval_kw)
             record.update({f"val_{k}": v for k, v in val.items()})
             selector = "val_top1"
         improved = selector == "val_top1" and record[selector] > self.best["top1"]
-        if selector == "test_top1" or improved or last_epoch or self.exp.runtime.test_eval == "every_epoch":
+        wanted = {"every_epoch": True, "when_best": improved, "at_end": False}[mode]
+        if selector == "test_top1" or wanted or last_epoch:
             test = evaluate(self.method.student, self.data.test, self.num_classes, **eval_kw)
             record.update({f"test_{k}": v for k, v in test.items()})
-        if record[selector] > self.best["top1"]:
+        improved = record[selector] > self.best["top1"]
+        if improved:
             self.best = {"top1": record[selector], "epoch": record["epoch"], "selected_by": selector}
+            if mode == "at_end" and not last_epoch:  # kept for the test pass after the last epoch
+                self._best_weights = {k: v.detach().clone() for k, v in self.method.student.state_dict().items()}
+        if mode == "at_end" and last_epoch and not improved:
+            record.update({f"best_test_{k}": v for k, v in self._best_weights_test(eval_kw).items()})
+
+    def _best_weights_test(self, eval_kw: dict) -> dict:
+        """Test metrics of the best-validation weights (in memory, or best.pt after a resume); restores the last."""
+        weights = self._best_weights
+        if weights is None:
+            weights = self.run_dir.load_checkpoint("best")["model"]
+        student = self.method.student
+        current = {k: v.detach().clone() for k, v in student.state_dict().items()}
+        student.load_state_dict(weights)
+        try:
+            return evaluate(student, self.data.test, self.num_classes, **eval_kw)
+        finally:
+            student.load_state_dict(current)
 
     def train_one_epoch(self, epoch: int) -> tuple[dict, int]:
         """One pass over the training loader (0-based ``epoch``); returns (train_* metrics, images seen).

@@ -84,12 +84,16 @@ class Run:
         if self.summary.get(key) is not None:
             return self.summary[key]
         by = "val_top1" if self.has_validation else "test_top1"
-        scored = [r for r in self.rows if is_number(r.get(by)) and is_number(r.get("test_top1"))]
-        if not scored:
+        scored = [r for r in self.rows if is_number(r.get(by))]
+        tested = [r for r in scored if is_number(r.get("test_top1"))]
+        if not tested:
             return None
         best = max(scored, key=lambda r: r[by])
-        last = scored[-1]
-        derived = {"best_top1": best.get("test_top1"), "best_top5": best.get("test_top5"),
+        last = tested[-1]
+        # runtime.test_eval at_end: the best weights' test metrics are on the last row as best_test_*
+        best_test = best if is_number(best.get("test_top1")) else {
+            "test_top1": last.get("best_test_top1"), "test_top5": last.get("best_test_top5")}
+        derived = {"best_top1": best_test.get("test_top1"), "best_top5": best_test.get("test_top5"),
                    "best_epoch": best.get("epoch"), "last_top1": last.get("test_top1"),
                    "last_top5": last.get("test_top5"), "epochs": len(self.rows)}
         return derived.get(key)
