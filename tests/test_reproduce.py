@@ -497,3 +497,58 @@ def test_methods_option_needs_only_the_teachers_of_its_rows(tmp_path):
     assert sorted(needed_teachers(plan)) == ["big", "t"]
     assert needed_teachers(plan, {"student"}) == ["t"]
     assert sorted(needed_teachers(plan, {"kd_q"})) == ["big", "t"]  # selected on pair p, final runs on q
+
+
+# ----------------------------------------------------------------------------- bias/variance on regularization samples
+def test_bias_variance_groups_known_answer():
+    """Row − reference differences per group, from constructed per-sample values."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from softlabels.reproduce.bias_variance import _group_stats
+
+    ref = SimpleNamespace(bias=torch.tensor([1.0, 1.0, 2.0, 2.0]), variance=torch.tensor([0.5, 0.5, 0.1, 0.3]),
+                          risk=torch.tensor([1.5, 1.5, 2.1, 2.3]))
+    row = SimpleNamespace(bias=torch.tensor([1.5, 1.7, 2.0, 1.0]), variance=torch.tensor([0.2, 0.4, 0.1, 0.1]),
+                          risk=torch.tensor([1.7, 2.1, 2.1, 1.1]))
+    reg = torch.tensor([True, True, False, False])
+    out = _group_stats(row, ref, {"regularization": reg, "other": ~reg, "all": torch.ones(4, dtype=torch.bool)})
+    assert out["regularization"]["count"] == 2 and out["regularization"]["fraction"] == 0.5
+    assert out["regularization"]["delta"]["bias"]["mean_diff"] == pytest.approx(0.6)
+    assert out["regularization"]["delta"]["variance"]["mean_diff"] == pytest.approx(-0.2)
+    assert out["other"]["delta"]["bias"]["mean_diff"] == pytest.approx(-0.5)
+    assert out["all"]["row"]["bias"] == pytest.approx(1.55) and out["all"]["reference"]["bias"] == pytest.approx(1.5)
+    lo, hi = out["regularization"]["delta"]["bias"]["ci_low"], out["regularization"]["delta"]["bias"]["ci_high"]
+    assert lo < 0.6 < hi  # two samples: a wide t interval around the mean
+
+
+def test_reproduce_bias_variance_end_to_end(tmp_path, capsys):
+    """A tiny trained plan: --bias-variance writes the JSON (groups cover the test set, bias + variance = risk)
+    and the report gains the section and the claim lines; --collect alone keeps them."""
+    raw = tiny_plan(tmp_path)
+    raw["methods"] = {k: raw["methods"][k] for k in ("student", "kd", "wsl", "kd_equal")}
+    raw["results"].update(version=2, paired={"wsl": ["kd_equal"]},
+                          claims={"pair": "p", "student": "student", "kd": "kd", "kd_same_scale": "kd_equal",
+                                  "wsl": "wsl"},
+                          bias_variance={"pair": "p", "reference": "student", "rows": ["kd", "wsl"],
+                                         "compare": {"wsl": "kd_equal"}})
+    plan_file = tmp_path / "plan.yaml"
+    plan_file.write_text(yaml.safe_dump(raw))
+    assert main(["reproduce", str(plan_file), "--bias-variance"]) == 2  # nothing trained yet: one clear line
+    assert "have no finished runs" in capsys.readouterr().err
+    assert main(["reproduce", str(plan_file)]) == 0
+    assert json.loads((tmp_path / "out" / "r.json").read_text())["bias_variance"] is None
+    assert main(["reproduce", str(plan_file), "--bias-variance"]) == 0
+    data = json.loads((tmp_path / "runs" / "bias_variance.json").read_text())
+    assert data["seeds"] == [0, 1] and data["num_samples"] == 24
+    for name in ("kd", "wsl"):
+        row = data["rows"][name]
+        g = row["groups"]
+        assert g["regularization"]["count"] + g["other"]["count"] == g["all"]["count"] == 24
+        assert row["temperature"] in (2.0, 4.0) and row["num_models"] == 2
+        assert row["mean"]["risk"] == pytest.approx(row["mean"]["bias"] + row["mean"]["variance"], rel=1e-6)
+    md = (tmp_path / "out" / "r.md").read_text()
+    assert "## Bias and variance on regularization samples" in md and "Regularization samples, " in md
+    assert main(["reproduce", str(plan_file), "--collect"]) == 0
+    assert json.loads((tmp_path / "out" / "r.json").read_text())["bias_variance"] == data

@@ -54,11 +54,12 @@ experiment config, validated before anything trains. Keys (strict: an unknown ke
 | `pairs.<name>` | `teacher` (a key of `teachers`), `student` (a model name), optional `overrides` for every run of the pair |
 | `methods.<row>` | `overrides` (experiment keys, e.g. `method: {name: wsl}`, `teacher: {cache: true}`), optional `select` (coordinate search: a list of steps, each one dotted key and its grid), `inherit` (`{row: [dotted keys]}`: use another row's chosen values), `pairs` and `seeds` (restrict the row), `label` (its name in the report) |
 | `selection` | `seed` (0), `metric` (`best_val_top1` or `last_val_top1`), `on_pair` (search on this pair only and use its choice everywhere; default: each pair searches) |
-| `results` | `json`, `markdown`, `figures` (where `--collect` writes), `notes` (hand-written markdown appended), `paper_numbers` (YAML of published numbers shown as "not run here"), `paired` (`{row: [rows]}`: seed-by-seed comparisons, mean difference, wins, paired t-test; version 2 adds the 95 % CI and Cohen's d_z), `version` (1: the v1 layout, 2: the v2 report), `curves` (rows whose validation curves are drawn), `share` (rows whose regularization-sample share is related to accuracy across seeds), `share_paired` (`{row: [rows]}`: paired share differences), `claims` (which rows answer each of the paper's claims in the generated "what this says about WSL" section) |
+| `results` | `json`, `markdown`, `figures` (where `--collect` writes), `notes` (hand-written markdown appended), `paper_numbers` (YAML of published numbers shown as "not run here"), `paired` (`{row: [rows]}`: seed-by-seed comparisons, mean difference, wins, paired t-test; version 2 adds the 95 % CI and Cohen's d_z), `version` (1: the v1 layout, 2: the v2 report), `curves` (rows whose validation curves are drawn), `share` (rows whose regularization-sample share is related to accuracy across seeds), `share_paired` (`{row: [rows]}`: paired share differences), `claims` (which rows answer each of the paper's claims in the generated "what this says about WSL" section), `bias_variance` (`pair`, `reference` student row, distilled `rows`, `compare` `{row: other}`, `checkpoint` best/last: what `--bias-variance` evaluates into `<output_dir>/bias_variance.json`) |
 
 `--jobs N` runs N runs at a time (threads split between them); `--methods ROW...` restricts a process to some
 rows (a second process beside a running one; they must not share rows); `--status` lists every run as
-done/partial/todo; `--collect` only rewrites the results from the run folders. A run that fails is recorded in
+done/partial/todo; `--collect` only rewrites the results from the run folders; `--bias-variance`
+evaluates the checkpoints named by `results.bias_variance`, writes `<output_dir>/bias_variance.json`, then collects. A run that fails is recorded in
 `<output_dir>/failures.json` and the command exits with status 1 after finishing the others.
 """
 

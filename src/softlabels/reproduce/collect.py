@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from softlabels.engine.checkpoint import sha256_of
-from softlabels.reproduce import findings
+from softlabels.reproduce import bias_variance, findings
 from softlabels.reproduce.plan import (
     Plan,
     finished_summary,
@@ -162,7 +162,10 @@ def _version2(plan: Plan, pairs: dict, teachers: dict) -> dict:
     if plan.results.version < 2:
         return {}
     partial = {"pairs": pairs, "teachers": teachers}
-    return {"curves": findings.curves(plan, partial), "shares": findings.shares(plan, partial)}
+    out = {"curves": findings.curves(plan, partial), "shares": findings.shares(plan, partial)}
+    if plan.results.bias_variance is not None:  # written by ``reproduce --bias-variance``; null until then
+        out["bias_variance"] = bias_variance.load(plan)
+    return out
 
 
 def _temperature_curves(plan: Plan, table: list[dict]) -> dict:
@@ -344,6 +347,7 @@ def _v2_sections(plan: Plan, results: dict, curve_figure: Path | None, doc_dir: 
                          f"{', '.join(_fmt(v) for v in s['best'])} | {_fmt(r['r'], '+.2f')}{ci} | "
                          f"{_fmt(rl['r'], '+.2f')} |")
         lines.append("")
+    lines += bias_variance.markdown_lines(results.get("bias_variance"))
     lines += findings.claims(plan, results, shares or {"rows": {}, "paired": {}})
     return lines
 

@@ -19,6 +19,12 @@ def _cmd_reproduce(args) -> int:
     from softlabels.reproduce.runner import check_plan, reproduce, status
 
     plan = load_plan(args.plan)
+    if args.bias_variance:
+        from softlabels.reproduce.bias_variance import write as write_bias_variance
+
+        write_bias_variance(plan, log=_log)
+        write_results(plan, log=_log)
+        return 0
     if args.collect:
         write_results(plan, log=_log)
         return 0
@@ -83,5 +89,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--status", action="store_true", help="list the runs and whether each is done; train nothing")
     p.add_argument("--collect", action="store_true",
                    help="only regenerate the results JSON, report and plot from the run folders")
+    p.add_argument("--bias-variance", action="store_true",
+                   help="evaluate the final checkpoints named by results.bias_variance (per-sample bias/variance on "
+                        "regularization samples), write <output_dir>/bias_variance.json, then --collect")
     p.set_defaults(func=_cmd_reproduce)
     return p

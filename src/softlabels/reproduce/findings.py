@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from softlabels.reproduce import bias_variance
 from softlabels.reproduce.plan import Plan, read_metrics
 from softlabels.stats import mean_std, paired_comparison, pearson_ci
 
@@ -205,6 +206,7 @@ def claims(plan: Plan, results: dict, share_data: dict) -> list[str]:
         lines.append(_sentence(f"Regularization-sample share, {label.get(a)} − {label.get(b)} (each at its own T)",
                                res, "WSL training raised the share.", "WSL training lowered the share.",
                                "No clear difference in the share.", unit="pp"))
+    lines += bias_variance.claim_lines(results.get("bias_variance"))
     lines += _strength(plan, results, label)
     lines.append("")
     return lines

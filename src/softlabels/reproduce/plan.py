@@ -83,6 +83,17 @@ class ClaimsSpec(_Strict):
         default_factory=dict, description="{pair: [student row, KD row, WSL row]} for the teacher-strength comparison")
 
 
+class BiasVarianceSpec(_Strict):
+    """``reproduce --bias-variance``: per-sample bias/variance over seeds on one pair's regularization samples."""
+
+    pair: str = Field(description="the pair whose final models are evaluated")
+    reference: str = Field(description="the student-alone row: the reference of every difference")
+    rows: list[str] = Field(min_length=1, description="distilled rows, each grouped at its own temperature")
+    compare: dict[str, str] = Field(default_factory=dict,
+                                    description="{row: other}: row − other on the row's regularization samples")
+    checkpoint: Literal["best", "last"] = "best"
+
+
 class ResultsSpec(_Strict):
     version: Literal[1, 2] = Field(
         1, description="report layout: 1 the original (committed v1 reports regenerate byte for byte); 2 adds "
@@ -100,6 +111,7 @@ class ResultsSpec(_Strict):
     share_paired: dict[str, list[str]] = Field(
         default_factory=dict, description="{row: [rows]}: compare the regularization-sample share seed by seed")
     claims: ClaimsSpec | None = None
+    bias_variance: BiasVarianceSpec | None = None
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
@@ -157,6 +169,13 @@ class Plan(_Strict):
             for name in named:
                 if name is not None and name not in self.methods:
                     raise ValueError(f"results.claims: unknown method {name!r}")
+        if res.bias_variance is not None:
+            bv = res.bias_variance
+            if bv.pair not in self.pairs:
+                raise ValueError(f"results.bias_variance.pair: unknown pair {bv.pair!r}")
+            for name in [bv.reference, *bv.rows, *bv.compare, *bv.compare.values()]:
+                if name not in self.methods:
+                    raise ValueError(f"results.bias_variance: unknown method {name!r}")
         return self
 
     def method_pairs(self, method: str) -> list[str]:
