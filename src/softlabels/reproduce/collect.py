@@ -243,7 +243,7 @@ def markdown(plan: Plan, results: dict, figure: Path | None, doc_dir: Path,
         lines += ["**Incomplete:** some selection runs have not finished; the table shows what has.", ""]
     lines += ["## Teachers", "", "| Teacher | Model | best | last | epochs | sha256 | checkpoint |", "|---|---|---|---|---|---|---|"]
     for name, t in results["teachers"].items():
-        lines.append(f"| {name} | {t['model']} | {_fmt(t['best_top1'])} | {_fmt(t['last_top1'])} | {t['epochs']} | "
+        lines.append(f"| {name} | {t['model']} | {_fmt(t['best_top1'])} | {_fmt(t['last_top1'])} | {_fmt(t['epochs'], 'd')} | "
                      f"`{(t['sha256'] or '—')[:16]}` | `{t['checkpoint']}` |")
     lines.append("")
     for pair_name, pair in results["pairs"].items():
