@@ -528,20 +528,27 @@ def test_reproduce_bias_variance_end_to_end(tmp_path, capsys):
     and the report gains the section and the claim lines; --collect alone keeps them."""
     raw = tiny_plan(tmp_path)
     raw["methods"] = {k: raw["methods"][k] for k in ("student", "kd", "wsl", "kd_equal")}
+    raw["methods"]["student_def"] = {"overrides": {"method": {"name": "ce"}}, "seeds": [0, 5]}
     raw["results"].update(version=2, paired={"wsl": ["kd_equal"]},
                           claims={"pair": "p", "student": "student", "kd": "kd", "kd_same_scale": "kd_equal",
                                   "wsl": "wsl"},
-                          bias_variance={"pair": "p", "reference": "student", "rows": ["kd", "wsl"],
-                                         "compare": {"wsl": "kd_equal"}})
+                          bias_variance={"pair": "p", "reference": "student", "definition": "student_def",
+                                         "rows": ["kd", "wsl"], "compare": {"wsl": "kd_equal"}})
     plan_file = tmp_path / "plan.yaml"
     plan_file.write_text(yaml.safe_dump(raw))
     assert main(["reproduce", str(plan_file), "--bias-variance"]) == 2  # nothing trained yet: one clear line
     assert "have no finished runs" in capsys.readouterr().err
     assert main(["reproduce", str(plan_file)]) == 0
     assert json.loads((tmp_path / "out" / "r.json").read_text())["bias_variance"] is None
+    capsys.readouterr()
+    assert main(["reproduce", str(plan_file), "--bias-variance"]) == 2  # the definition row shares seed 0
+    assert "shares seeds [0]" in capsys.readouterr().err
+    raw["methods"]["student_def"]["seeds"] = [5, 6]
+    plan_file.write_text(yaml.safe_dump(raw))
+    assert main(["reproduce", str(plan_file), "--methods", "student_def"]) == 0
     assert main(["reproduce", str(plan_file), "--bias-variance"]) == 0
     data = json.loads((tmp_path / "runs" / "bias_variance.json").read_text())
-    assert data["seeds"] == [0, 1] and data["num_samples"] == 24
+    assert data["seeds"] == [0, 1] and data["num_samples"] == 24 and data["definition_seeds"] == [5, 6]
     for name in ("kd", "wsl"):
         row = data["rows"][name]
         g = row["groups"]

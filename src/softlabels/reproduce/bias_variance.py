@@ -5,10 +5,12 @@ For each row (the student-alone reference and the distilled rows of ``results.bi
 models' test log-probabilities give, per test sample (Heskes decomposition, nats): bias = −log ȳ(y), variance
 = mean_m KL(ȳ ‖ p_m), risk = their sum, with ȳ the normalised geometric mean of the M models.
 
-A test sample is a regularization sample *for a distilled row at its own T* when the reference (student-alone)
-average model softened at T puts more mass on the true class than the teacher: softmax(log ȳ_ref / T)(y) >
-p_teacher^T(y). Differences row − reference are paired by test sample; their 95 % intervals are over the test
-samples for these fixed models (they do not include the spread between training runs).
+A test sample is a regularization sample *for a distilled row at its own T* when a student-alone average model
+softened at T puts more mass on the true class than the teacher: softmax(log ȳ_def / T)(y) > p_teacher^T(y).
+ȳ_def comes from the ``definition`` row, student-alone runs on *other seeds* than the compared models: a group
+chosen by the reference's own confidence would make every other model look worse on it (regression to the mean).
+Differences row − reference are paired by test sample; their 95 % intervals are over the test samples for these
+fixed models (they do not include the spread between training runs).
 
 Variance here is over seeds (initialisation, augmentation and batch order) on one fixed training set, not over
 training sets D as in the paper's decomposition: ``softlabels analyze soft-label-bv`` trains on disjoint splits
@@ -27,8 +29,8 @@ from softlabels.stats import paired_comparison
 
 __all__ = ["bias_variance", "claim_lines", "load", "markdown_lines", "output_path", "write"]
 
-DEFINITION = ("test sample with softmax(log ȳ_ref / T)(y) > p_teacher^T(y): ȳ_ref the student-alone seeds' "
-              "geometric-mean model, T the distilled row's own temperature")
+DEFINITION = ("test sample with softmax(log ȳ_def / T)(y) > p_teacher^T(y): ȳ_def the geometric-mean model of "
+              "the student-alone runs of the definition row, T the distilled row's own temperature")
 GROUPS = ("regularization", "other", "all")
 FIELDS = ("bias", "variance", "risk")
 
@@ -76,6 +78,29 @@ def _temperature(name: str, entry: dict, run_dir: str) -> float:
     return float(value)
 
 
+def _definition(spec, methods: dict, seeds: list[int], log=None):
+    """The decomposition of the definition row's models (its own seeds, none shared with ``seeds``) and those
+    seeds; (None, []) without a definition row."""
+    from softlabels.analysis.bias_variance import cross_entropy_bias_variance
+    from softlabels.analysis.evaluation import test_log_probs
+    from softlabels.errors import ConfigError
+
+    if spec.definition is None:
+        return None, []
+    entry = methods.get(spec.definition)
+    if not entry or not entry["seeds"]:
+        raise ConfigError(f"results.bias_variance.definition: row {spec.definition!r} has no finished runs on "
+                          f"{spec.pair} yet; run the plan first")
+    shared = sorted(set(entry["seeds"]) & set(seeds))
+    if shared:
+        raise ConfigError(f"results.bias_variance.definition: row {spec.definition!r} shares seeds {shared} with the "
+                          "compared rows; give it other seeds (methods.<row>.seeds)")
+    if log:
+        log(f"bias/variance: {spec.definition}: {len(entry['run_dirs'])} models define the regularization samples")
+    lp, targets = test_log_probs(entry["run_dirs"], checkpoint=spec.checkpoint)
+    return cross_entropy_bias_variance(lp, targets), list(entry["seeds"])
+
+
 def bias_variance(plan: Plan, log=None) -> dict:
     """Evaluate the checkpoints named by ``plan.results.bias_variance`` and return the JSON mapping."""
     from softlabels.analysis.bias_variance import cross_entropy_bias_variance
@@ -111,9 +136,11 @@ def bias_variance(plan: Plan, log=None) -> dict:
     teacher_run = methods[spec.rows[0]]["run_dirs"][0]
     teacher_lp = teacher_log_probs(experiment_from_run(teacher_run))
     ref = decomps[spec.reference]
+    definer, def_seeds = _definition(spec, methods, seeds, log)
 
     def masks(temperature: float) -> dict[str, torch.Tensor]:
-        reg = _true_class_prob(ref.average, targets, temperature) > _true_class_prob(teacher_lp, targets, temperature)
+        avg = ref.average if definer is None else definer.average
+        reg = _true_class_prob(avg, targets, temperature) > _true_class_prob(teacher_lp, targets, temperature)
         return {"regularization": reg, "other": ~reg, "all": torch.ones_like(reg)}
 
     label = {m: plan.methods[m].label or m for m in names}
@@ -126,8 +153,11 @@ def bias_variance(plan: Plan, log=None) -> dict:
             rows[name]["groups"] = _group_stats(d, ref, masks(temps[name]))
     compare = {f"{a}-{b}": {"temperature": temps[a], "groups": _group_stats(decomps[a], decomps[b], masks(temps[a]))}
                for a, b in spec.compare.items()}
+    definition = DEFINITION if definer is not None else DEFINITION.replace(
+        "the definition row", "the reference row itself (biased toward a higher bias of every other row)")
     return {"pair": spec.pair, "reference": spec.reference, "checkpoint": spec.checkpoint, "seeds": seeds,
-            "num_samples": int(targets.numel()), "definition": DEFINITION,
+            "definition_row": spec.definition, "definition_seeds": def_seeds,
+            "num_samples": int(targets.numel()), "definition": definition,
             "units": "nats per test sample (Heskes decomposition of the cross-entropy)",
             "teacher_top1": float((teacher_lp.argmax(-1) == targets).double().mean() * 100),
             "rows": rows, "compare": compare}
@@ -166,7 +196,9 @@ def markdown_lines(data: dict | None) -> list[str]:
     lines = ["## Bias and variance on regularization samples", "",
              f"Pair {data['pair']}, {data['checkpoint']} checkpoints of seeds {', '.join(map(str, data['seeds']))} "
              f"per row, {data['num_samples']} test images; {data['units']}. Regularization sample: "
-             f"{data['definition']}. Δ = row − {ref['label']} (the reference), mean over the group's test images "
+             f"{data['definition']}"
+             + (f" (seeds {', '.join(map(str, data['definition_seeds']))})" if data.get("definition_seeds") else "")
+             + f". Δ = row − {ref['label']} (the reference), mean over the group's test images "
              "with a 95 % interval over those images (the models fixed). The variance is over seeds on one "
              "training set (initialisation and batch order), not over training sets as in the paper.", "",
              "| Row | T | group | images | Δ bias | Δ variance | Δ risk |", "|---|---|---|---|---|---|---|"]

@@ -88,6 +88,10 @@ class BiasVarianceSpec(_Strict):
 
     pair: str = Field(description="the pair whose final models are evaluated")
     reference: str = Field(description="the student-alone row: the reference of every difference")
+    definition: str | None = Field(
+        None, description="a student-alone row trained on other seeds whose average model defines the regularization "
+                          "samples; default: the reference itself (biased: the groups are then chosen by the "
+                          "reference's own confidence, so any other model looks worse on them)")
     rows: list[str] = Field(min_length=1, description="distilled rows, each grouped at its own temperature")
     compare: dict[str, str] = Field(default_factory=dict,
                                     description="{row: other}: row − other on the row's regularization samples")
@@ -173,7 +177,11 @@ class Plan(_Strict):
             bv = res.bias_variance
             if bv.pair not in self.pairs:
                 raise ValueError(f"results.bias_variance.pair: unknown pair {bv.pair!r}")
-            for name in [bv.reference, *bv.rows, *bv.compare, *bv.compare.values()]:
+            compared = [bv.reference, *bv.rows, *bv.compare, *bv.compare.values()]
+            if bv.definition is not None and bv.definition in compared:
+                raise ValueError("results.bias_variance.definition must be a row of its own (other seeds), not one "
+                                 "of the compared rows")
+            for name in [*compared, *([bv.definition] if bv.definition else [])]:
                 if name not in self.methods:
                     raise ValueError(f"results.bias_variance: unknown method {name!r}")
         return self
