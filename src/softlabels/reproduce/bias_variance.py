@@ -31,6 +31,7 @@ __all__ = ["bias_variance", "claim_lines", "load", "markdown_lines", "output_pat
 
 DEFINITION = ("test sample with softmax(log ȳ_def / T)(y) > p_teacher^T(y): ȳ_def the geometric-mean model of "
               "the student-alone runs of the definition row, T the distilled row's own temperature")
+# "the definition row" is replaced by the row's name and seeds (or by the reference row when there is none)
 GROUPS = ("regularization", "other", "all")
 FIELDS = ("bias", "variance", "risk")
 
@@ -153,8 +154,9 @@ def bias_variance(plan: Plan, log=None) -> dict:
             rows[name]["groups"] = _group_stats(d, ref, masks(temps[name]))
     compare = {f"{a}-{b}": {"temperature": temps[a], "groups": _group_stats(decomps[a], decomps[b], masks(temps[a]))}
                for a, b in spec.compare.items()}
-    definition = DEFINITION if definer is not None else DEFINITION.replace(
-        "the definition row", "the reference row itself (biased toward a higher bias of every other row)")
+    definition = DEFINITION.replace("the definition row", (
+        f"row {spec.definition} (seeds {', '.join(map(str, def_seeds))}, none of them a compared model's)"
+        if definer is not None else "reference row itself (biased toward a higher bias of every other row)"))
     return {"pair": spec.pair, "reference": spec.reference, "checkpoint": spec.checkpoint, "seeds": seeds,
             "definition_row": spec.definition, "definition_seeds": def_seeds,
             "num_samples": int(targets.numel()), "definition": definition,
@@ -196,9 +198,7 @@ def markdown_lines(data: dict | None) -> list[str]:
     lines = ["## Bias and variance on regularization samples", "",
              f"Pair {data['pair']}, {data['checkpoint']} checkpoints of seeds {', '.join(map(str, data['seeds']))} "
              f"per row, {data['num_samples']} test images; {data['units']}. Regularization sample: "
-             f"{data['definition']}"
-             + (f" (seeds {', '.join(map(str, data['definition_seeds']))})" if data.get("definition_seeds") else "")
-             + f". Δ = row − {ref['label']} (the reference), mean over the group's test images "
+             f"{data['definition']}. Δ = row − {ref['label']} (the reference), mean over the group's test images "
              "with a 95 % interval over those images (the models fixed). The variance is over seeds on one "
              "training set (initialisation and batch order), not over training sets as in the paper.", "",
              "| Row | T | group | images | Δ bias | Δ variance | Δ risk |", "|---|---|---|---|---|---|---|"]
