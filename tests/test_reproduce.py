@@ -559,3 +559,26 @@ def test_reproduce_bias_variance_end_to_end(tmp_path, capsys):
     assert "## Bias and variance on regularization samples" in md and "Regularization samples, " in md
     assert main(["reproduce", str(plan_file), "--collect"]) == 0
     assert json.loads((tmp_path / "out" / "r.json").read_text())["bias_variance"] == data
+
+
+def test_long_schedule_lines_follow_the_measured_signs():
+    """claims.long_schedule: the convergence line says 'not converged' only when the longer student is clearly
+    better, and the comparisons are repeated on the longer rows."""
+    from types import SimpleNamespace
+
+    from softlabels.reproduce.findings import _long_schedule
+
+    def entry(values):
+        return {"seeds": [0, 1, 2], "best": values}
+
+    c = SimpleNamespace(student="s", long_schedule={"student": "s60", "kd": "k60", "wsl": "w60"})
+    label = {"s": "S", "s60": "S60", "k60": "K60", "w60": "W60"}
+    rows = {"s": entry([80.0, 80.2, 79.9]), "s60": entry([83.0, 83.4, 83.1]), "k60": entry([84.0, 84.3, 84.1]),
+            "w60": entry([84.0, 84.3, 84.1])}
+    text = "\n".join(_long_schedule(c, rows, label))
+    assert "**Convergence: S60 − S**: +3.13 points" in text and "has not converged for the student alone" in text
+    assert "Longer schedule, W60 − K60 (the headline comparison)**: +0.00 points" in text
+    assert "Longer schedule, K60 − S60 (KD's gain)" in text and "Higher on the longer schedule too." in text
+    assert "only the weights differ" not in text  # no kd_same_scale row on the longer schedule
+    rows["s60"] = entry([80.1, 80.0, 80.1])
+    assert "the shorter schedule has converged" in "\n".join(_long_schedule(c, rows, label))

@@ -207,9 +207,33 @@ def claims(plan: Plan, results: dict, share_data: dict) -> list[str]:
                                res, "WSL training raised the share.", "WSL training lowered the share.",
                                "No clear difference in the share.", unit="pp"))
     lines += bias_variance.claim_lines(results.get("bias_variance"))
+    lines += _long_schedule(c, rows, label)
     lines += _strength(plan, results, label)
     lines.append("")
     return lines
+
+
+def _long_schedule(c, rows: dict, label: dict) -> list[str]:
+    """Convergence (the student on the longer schedule vs the shorter one) and the comparisons repeated there."""
+    long = c.long_schedule
+    out = []
+
+    def line(a: str | None, b: str | None, title: str, hi: str, lo: str, unclear: str) -> None:
+        if a in rows and b in rows and rows[a]["seeds"] and rows[b]["seeds"]:
+            out.append(_sentence(title, compare(rows[a], rows[b], "best"), hi, lo, unclear))
+
+    s_long, s_short = long.get("student"), c.student
+    line(s_long, s_short, f"Convergence: {label.get(s_long)} − {label.get(s_short)}",
+         "The shorter schedule has not converged for the student alone: its gains from distillation include "
+         "faster convergence, so the rows below repeat the comparison on the longer schedule.",
+         "The longer schedule is worse for the student alone (over-fitting): the shorter one is enough.",
+         "Doubling the schedule makes no clear difference to the student alone: the shorter schedule has converged.")
+    for a, b, what in (("wsl", "kd", "the headline comparison"), ("wsl", "kd_same_scale", "only the weights differ"),
+                       ("kd", "student", "KD's gain"), ("wsl", "student", "WSL's gain")):
+        ra, rb = long.get(a), long.get(b)
+        line(ra, rb, f"Longer schedule, {label.get(ra)} − {label.get(rb)} ({what})", "Higher on the longer schedule too.",
+             "Lower on the longer schedule.", "No clear difference on the longer schedule.")
+    return out
 
 
 def _strength(plan: Plan, results: dict, label: dict) -> list[str]:

@@ -81,6 +81,9 @@ class ClaimsSpec(_Strict):
     filtered: str | None = Field(None, description="soft loss of regularization samples removed")
     strength: dict[str, list[str]] = Field(
         default_factory=dict, description="{pair: [student row, KD row, WSL row]} for the teacher-strength comparison")
+    long_schedule: dict[str, str] = Field(
+        default_factory=dict, description="{role: row} of the same rows on a longer schedule (roles student, kd, "
+                                          "kd_same_scale, wsl): the convergence check and the comparisons again there")
 
 
 class BiasVarianceSpec(_Strict):
@@ -163,7 +166,11 @@ class Plan(_Strict):
             c = res.claims
             if c.pair not in self.pairs:
                 raise ValueError(f"results.claims.pair: unknown pair {c.pair!r}")
-            named = [c.student, c.kd, c.kd_same_scale, c.wsl, c.wsl_kd_scale, c.filtered]
+            named = [c.student, c.kd, c.kd_same_scale, c.wsl, c.wsl_kd_scale, c.filtered, *c.long_schedule.values()]
+            extra = set(c.long_schedule) - {"student", "kd", "kd_same_scale", "wsl"}
+            if extra:
+                raise ValueError(f"results.claims.long_schedule: unknown roles {sorted(extra)} (use student, kd, "
+                                 "kd_same_scale, wsl)")
             for pair, rows in c.strength.items():
                 if pair not in self.pairs:
                     raise ValueError(f"results.claims.strength: unknown pair {pair!r}")
