@@ -134,6 +134,11 @@ def test_runs_folders_tags_and_teacher_wiring(tmp_path):
     assert run.config["teacher"]["cache_path"] == str(tmp_path / "runs" / "teacher_cache" / "t_seed1")
     assert "teacher" not in student_run(plan, "final", "p", "student", 0, {}).config
     assert "cache_path" not in student_run(plan, "final", "p", "wsl", 0, {}).config["teacher"]
+    raw = tiny_plan(tmp_path)  # a row on a longer schedule gets its own cache (other slots per seed)
+    raw["methods"]["kd_long"] = {"overrides": {"method": {"name": "kd"}, "teacher": {"cache": True},
+                                               "schedule": {"epochs": 3}}}
+    long_run = student_run(parse_plan(raw), "final", "p", "kd_long", 1, {})
+    assert long_run.config["teacher"]["cache_path"] == str(tmp_path / "runs" / "teacher_cache" / "t_seed1_e3")
 
 
 def test_selection_chooses_on_val_reuses_folders_and_inherits(tmp_path):

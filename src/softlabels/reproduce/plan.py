@@ -340,7 +340,10 @@ def student_run(plan: Plan, stage: str, pair: str, method: str, seed: int, value
         cfg["teacher"] = merge(cfg.get("teacher", {}), {
             "name": teacher_model, "checkpoint": str(teacher_checkpoint(plan, p.teacher))})
         if cfg["teacher"].get("cache") and not cfg["teacher"].get("cache_path"):
-            cfg["teacher"]["cache_path"] = str(Path(plan.output_dir) / "teacher_cache" / f"{p.teacher}_seed{seed}")
+            # one cache per teacher and seed, shared by the rows; a row on another schedule has other slots
+            epochs = get_dotted(cfg, "schedule.epochs")
+            suffix = "" if epochs == get_dotted(plan.base, "schedule.epochs") else f"_e{epochs}"
+            cfg["teacher"]["cache_path"] = str(Path(plan.output_dir) / "teacher_cache" / f"{p.teacher}_seed{seed}{suffix}")
     cfg["seed"] = seed
     cfg["name"] = f"seed{seed}"
     cfg["output_dir"] = str(Path(plan.output_dir) / pair / method / tag_of(values))
