@@ -583,7 +583,7 @@ def test_long_schedule_lines_follow_the_measured_signs():
     text = "\n".join(_long_schedule(c, rows, label))
     assert "**Convergence: S60 − S**: +3.13 points" in text and "has not converged for the student alone" in text
     assert "Longer schedule, W60 − K60 (the headline comparison)**: +0.00 points" in text
-    assert "Longer schedule, K60 − S60 (KD's gain)" in text and "Higher on the longer schedule too." in text
+    assert "Longer schedule, K60 − S60 (KD's gain)" in text and "Higher on the longer schedule." in text
     assert "only the weights differ" not in text  # no kd_same_scale row on the longer schedule
     rows["s60"] = entry([80.1, 80.0, 80.1])
     assert "the shorter schedule has converged" in "\n".join(_long_schedule(c, rows, label))

@@ -231,7 +231,7 @@ def _long_schedule(c, rows: dict, label: dict) -> list[str]:
     for a, b, what in (("wsl", "kd", "the headline comparison"), ("wsl", "kd_same_scale", "only the weights differ"),
                        ("kd", "student", "KD's gain"), ("wsl", "student", "WSL's gain")):
         ra, rb = long.get(a), long.get(b)
-        line(ra, rb, f"Longer schedule, {label.get(ra)} − {label.get(rb)} ({what})", "Higher on the longer schedule too.",
+        line(ra, rb, f"Longer schedule, {label.get(ra)} − {label.get(rb)} ({what})", "Higher on the longer schedule.",
              "Lower on the longer schedule.", "No clear difference on the longer schedule.")
     return out
 
