@@ -35,3 +35,18 @@ def evaluate(model: nn.Module, loader, num_classes: int, *, dist_info: DistInfo 
     model.train(was_training)
     c1, c5, loss_sum, n = totals.tolist()
     return {"top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "loss": loss_sum / n}
+
+
+def state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of ``model.state_dict()`` on the same device (a snapshot that later steps leave alone)."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def evaluate_weights(model: nn.Module, weights: dict, loader, num_classes: int, **kwargs) -> dict[str, float]:
+    """:func:`evaluate` of ``model`` with ``weights`` loaded; the model's own weights are put back afterwards."""
+    current = state_copy(model)
+    model.load_state_dict(weights)
+    try:
+        return evaluate(model, loader, num_classes, **kwargs)
+    finally:
+        model.load_state_dict(current)

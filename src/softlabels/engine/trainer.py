@@ -36,7 +36,7 @@ from softlabels.engine import checkpoint as ckpt_io
 from softlabels.engine.build import build_student, check_finite_state, load_teacher
 from softlabels.engine.distributed import all_reduce_sum, barrier, init_distributed
 from softlabels.engine.env import seed_everything, select_device
-from softlabels.engine.evaluation import evaluate
+from softlabels.engine.evaluation import evaluate, evaluate_weights, state_copy
 from softlabels.engine.optim import OptimizerSpec, set_scheduled_lr
 from softlabels.engine.run_dir import RunDir
 from softlabels.engine.run_start import plan_start, restore_metrics
@@ -269,30 +269,18 @@ class Trainer:
             record.update({f"val_{k}": v for k, v in val.items()})
             selector = "val_top1"
         improved = selector == "val_top1" and record[selector] > self.best["top1"]
-        wanted = {"every_epoch": True, "when_best": improved, "at_end": False}[mode]
-        if selector == "test_top1" or wanted or last_epoch:
+        if selector == "test_top1" or last_epoch or mode == "every_epoch" or (mode == "when_best" and improved):
             test = evaluate(self.method.student, self.data.test, self.num_classes, **eval_kw)
             record.update({f"test_{k}": v for k, v in test.items()})
-        improved = record[selector] > self.best["top1"]
+            improved = record[selector] > self.best["top1"]
         if improved:
             self.best = {"top1": record[selector], "epoch": record["epoch"], "selected_by": selector}
             if mode == "at_end" and not last_epoch:  # kept for the test pass after the last epoch
-                self._best_weights = {k: v.detach().clone() for k, v in self.method.student.state_dict().items()}
-        if mode == "at_end" and last_epoch and not improved:
-            record.update({f"best_test_{k}": v for k, v in self._best_weights_test(eval_kw).items()})
-
-    def _best_weights_test(self, eval_kw: dict) -> dict:
-        """Test metrics of the best-validation weights (in memory, or best.pt after a resume); restores the last."""
-        weights = self._best_weights
-        if weights is None:
-            weights = self.run_dir.load_checkpoint("best")["model"]
-        student = self.method.student
-        current = {k: v.detach().clone() for k, v in student.state_dict().items()}
-        student.load_state_dict(weights)
-        try:
-            return evaluate(student, self.data.test, self.num_classes, **eval_kw)
-        finally:
-            student.load_state_dict(current)
+                self._best_weights = state_copy(self.method.student)
+        elif mode == "at_end" and last_epoch:  # best weights from memory, or best.pt after a resume
+            weights = self._best_weights or self.run_dir.load_checkpoint("best")["model"]
+            test = evaluate_weights(self.method.student, weights, self.data.test, self.num_classes, **eval_kw)
+            record.update({f"best_test_{k}": v for k, v in test.items()})
 
     def train_one_epoch(self, epoch: int) -> tuple[dict, int]:
         """One pass over the training loader (0-based ``epoch``); returns (train_* metrics, images seen).
