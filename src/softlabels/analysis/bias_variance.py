@@ -195,3 +195,8 @@ def mse_bias_variance(
     variance = torch.stack(variances).mean(0)
     return BiasVariance(noise=torch.zeros(samples, dtype=torch.float64), bias=risk - variance, variance=variance,
                         risk=risk, average=f.mean(0), kind="mse", num_models=models)
+
+
+def true_class_probability(log_probs: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
+    """(S,) softmax(log_probs / T)(y) of (S, C) log-probabilities (or logits) and int64 (S,) targets."""
+    return torch.log_softmax(log_probs / temperature, -1).gather(1, targets.view(-1, 1)).squeeze(1).exp()

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from softlabels.analysis.base import AnalysisBase, experiment, given_params, method_config
-from softlabels.analysis.bias_variance import cross_entropy_bias_variance
+from softlabels.analysis.bias_variance import cross_entropy_bias_variance, true_class_probability
 from softlabels.analysis.checks import check_checkpoint, check_seeds, check_values
 from softlabels.analysis.evaluation import decomposition_summary, teacher_log_probs, test_log_probs
 from softlabels.analysis.results import (
@@ -126,8 +126,8 @@ def soft_label_bias_variance(
     teacher_lp = teacher_log_probs(exp)
     ce, ce_lp = decomps["ce"]
     y = targets.view(-1, 1)
-    teacher_t = torch.log_softmax(teacher_lp / temperature, -1).gather(1, y).squeeze(1).exp()
-    ce_avg_t = torch.log_softmax(ce.average / temperature, -1).gather(1, y).squeeze(1).exp()
+    teacher_t = true_class_probability(teacher_lp, targets, temperature)
+    ce_avg_t = true_class_probability(ce.average, targets, temperature)
     ce_members_t = torch.log_softmax(ce_lp / temperature, -1).gather(2, y.unsqueeze(0).expand(ce_lp.shape[0], -1, 1))
     ce_vote = (ce_members_t.squeeze(2).exp() > teacher_t.unsqueeze(0)).double().mean(0)
     reg = ce_avg_t > teacher_t

@@ -60,11 +60,6 @@ def _group_stats(row_bv, ref_bv, masks: dict[str, torch.Tensor]) -> dict:
     return out
 
 
-def _true_class_prob(log_probs: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
-    """(S,) softmax(log_probs / T)(y) for (S, C) log-probabilities."""
-    return torch.log_softmax(log_probs / temperature, -1).gather(1, targets.view(-1, 1)).squeeze(1).exp()
-
-
 def _temperature(name: str, entry: dict, run_dir: str) -> float:
     """The row's distillation temperature: its selected/inherited value, else its run's config.yaml."""
     import yaml
@@ -104,7 +99,7 @@ def _definition(spec, methods: dict, seeds: list[int], log=None):
 
 def bias_variance(plan: Plan, log=None) -> dict:
     """Evaluate the checkpoints named by ``plan.results.bias_variance`` and return the JSON mapping."""
-    from softlabels.analysis.bias_variance import cross_entropy_bias_variance
+    from softlabels.analysis.bias_variance import cross_entropy_bias_variance, true_class_probability
     from softlabels.analysis.evaluation import teacher_log_probs, test_log_probs
     from softlabels.engine import experiment_from_run
     from softlabels.errors import ConfigError
@@ -141,7 +136,7 @@ def bias_variance(plan: Plan, log=None) -> dict:
 
     def masks(temperature: float) -> dict[str, torch.Tensor]:
         avg = ref.average if definer is None else definer.average
-        reg = _true_class_prob(avg, targets, temperature) > _true_class_prob(teacher_lp, targets, temperature)
+        reg = true_class_probability(avg, targets, temperature) > true_class_probability(teacher_lp, targets, temperature)
         return {"regularization": reg, "other": ~reg, "all": torch.ones_like(reg)}
 
     label = {m: plan.methods[m].label or m for m in names}
