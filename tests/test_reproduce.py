@@ -317,7 +317,11 @@ def test_v2_plan_keys_are_checked(tmp_path):
                               ("share_paired", {"wsl": ["nope"]}, "results.share_paired: unknown method 'nope'"),
                               ("claims", {"pair": "zz", "wsl": "wsl"}, "results.claims.pair: unknown pair 'zz'"),
                               ("claims", {"pair": "p", "wsl": "wsl", "strength": {"p": ["student"]}},
-                               r"strength.p: give \[student row, KD row, WSL row\]")):
+                               r"strength.p: give \[student row, KD row, WSL row\]"),
+                              ("claims", {"pair": "p", "wsl": "wsl", "shorter_schedule": {"teacher": "student"}},
+                               r"shorter_schedule: unknown roles \['teacher'\]"),
+                              ("claims", {"pair": "p", "wsl": "wsl", "shorter_schedule": {"wsl": "nope"}},
+                               "results.claims: unknown method 'nope'")):
         bad = v2_plan(tmp_path)
         bad["results"][key] = value
         with pytest.raises(ConfigError, match=match):
@@ -564,26 +568,40 @@ def test_reproduce_bias_variance_end_to_end(tmp_path, capsys):
     assert "## Bias and variance on regularization samples" in md and "Regularization samples, " in md
     assert main(["reproduce", str(plan_file), "--collect"]) == 0
     assert json.loads((tmp_path / "out" / "r.json").read_text())["bias_variance"] == data
+    # a section that now names other rows than the file on disk: the report says so and shows none of it
+    raw["results"]["bias_variance"].update(rows=["kd"], compare={})
+    plan_file.write_text(yaml.safe_dump(raw))
+    assert main(["reproduce", str(plan_file), "--collect"]) == 0
+    md = (tmp_path / "out" / "r.md").read_text()
+    assert "**Not shown:**" in md and "--bias-variance` again" in md and "Regularization samples, " not in md
 
 
-def test_long_schedule_lines_follow_the_measured_signs():
-    """claims.long_schedule: the convergence line says 'not converged' only when the longer student is clearly
-    better, and the comparisons are repeated on the longer rows."""
+def test_shorter_schedule_lines_follow_the_measured_signs():
+    """claims.shorter_schedule: the convergence line says 'not converged' only when the main (longer) student is
+    clearly better, and the grid's comparisons are repeated on the shorter rows that ran."""
     from types import SimpleNamespace
 
-    from softlabels.reproduce.findings import _long_schedule
+    from softlabels.reproduce.findings import _shorter_schedule
 
     def entry(values):
         return {"seeds": [0, 1, 2], "best": values}
 
-    c = SimpleNamespace(student="s", long_schedule={"student": "s60", "kd": "k60", "wsl": "w60"})
-    label = {"s": "S", "s60": "S60", "k60": "K60", "w60": "W60"}
-    rows = {"s": entry([80.0, 80.2, 79.9]), "s60": entry([83.0, 83.4, 83.1]), "k60": entry([84.0, 84.3, 84.1]),
-            "w60": entry([84.0, 84.3, 84.1])}
-    text = "\n".join(_long_schedule(c, rows, label))
+    plan = SimpleNamespace(methods={"w": None}, epochs_of=lambda row: 30)
+    c = SimpleNamespace(student="s60", shorter_schedule={"student": "s", "kd": "k", "wsl": "w"})
+    label = {"s": "S", "s60": "S60", "k": "K", "w": "W"}
+    rows = {"s": entry([80.0, 80.2, 79.9]), "s60": entry([83.0, 83.4, 83.1]), "k": entry([84.0, 84.3, 84.1]),
+            "w": entry([84.0, 84.3, 84.1])}
+    text = "\n".join(_shorter_schedule(plan, c, rows, label))
     assert "**Convergence: S60 − S**: +3.13 points" in text and "has not converged for the student alone" in text
-    assert "Longer schedule, W60 − K60 (the headline comparison)**: +0.00 points" in text
-    assert "Longer schedule, K60 − S60 (KD's gain)" in text and "Higher on the longer schedule." in text
-    assert "only the weights differ" not in text  # no kd_same_scale row on the longer schedule
+    assert "W − K (the paper's headline comparison, 30 epochs)**: +0.00 points" in text
+    assert "K − S (KD's gain over the student, 30 epochs)" in text and "KD helps." in text
+    assert "only the sample weights differ" not in text  # no kd_same_scale row on the shorter schedule
     rows["s60"] = entry([80.1, 80.0, 80.1])
-    assert "the shorter schedule has converged" in "\n".join(_long_schedule(c, rows, label))
+    assert "the shorter schedule has converged" in "\n".join(_shorter_schedule(plan, c, rows, label))
+
+
+def test_plan_epochs_of_reads_the_row_override_then_the_base():
+    from softlabels.reproduce.plan import load_plan
+
+    plan = load_plan("configs/reproduce/fashion_mnist_v2.yaml")
+    assert plan.epochs_of("student") == 30 and plan.epochs_of("wsl_60") == 60

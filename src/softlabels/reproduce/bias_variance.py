@@ -170,11 +170,21 @@ def write(plan: Plan, log=None) -> Path:
 
 
 def load(plan: Plan) -> dict | None:
-    """The JSON of :func:`write`, or None when the plan has no such section or the step has not run."""
+    """The JSON of :func:`write`, or None when the plan has no such section or the step has not run; a file
+    written for other rows than the plan's section names is returned as ``{"stale": reason}`` (the report says
+    so instead of showing it)."""
     path = output_path(plan)
-    if plan.results.bias_variance is None or not path.is_file():
+    spec = plan.results.bias_variance
+    if spec is None or not path.is_file():
         return None
-    return json.loads(path.read_text())
+    data = json.loads(path.read_text())
+    expected = list(dict.fromkeys([spec.reference, *spec.rows, *spec.compare, *spec.compare.values()]))
+    found = (data.get("pair"), data.get("reference"), data.get("definition_row"), list(data.get("rows", {})))
+    if found != (spec.pair, spec.reference, spec.definition, expected):
+        return {"stale": f"{path} was written for pair {found[0]}, reference {found[1]}, definition {found[2]}, "
+                         f"rows {found[3]}; the plan names {spec.pair}, {spec.reference}, {spec.definition}, "
+                         f"{expected}: run `softlabels reproduce PLAN --bias-variance` again"}
+    return data
 
 
 def _delta(d: dict | None) -> str:
@@ -189,6 +199,8 @@ def markdown_lines(data: dict | None) -> list[str]:
     """The report's "bias and variance on regularization samples" section (empty without data)."""
     if not data:
         return []
+    if "stale" in data:
+        return ["## Bias and variance on regularization samples", "", f"**Not shown:** {data['stale']}.", ""]
     ref = data["rows"][data["reference"]]
     lines = ["## Bias and variance on regularization samples", "",
              f"Pair {data['pair']}, {data['checkpoint']} checkpoints of seeds {', '.join(map(str, data['seeds']))} "
@@ -227,7 +239,7 @@ def _sign(d: dict | None) -> int:
 def claim_lines(data: dict | None) -> list[str]:
     """Plain-language lines for the WSL summary: do soft labels raise bias and lower variance on the
     regularization samples (the paper's argument), and does WSL's weighting lower that bias."""
-    if not data:
+    if not data or "stale" in data:
         return []
     words = {1: "higher", -1: "lower", 0: "no clear change in"}
     out = []

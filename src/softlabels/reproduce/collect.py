@@ -17,7 +17,8 @@ from typing import Any
 import yaml
 
 from softlabels.engine.checkpoint import sha256_of
-from softlabels.reproduce import bias_variance, findings
+from softlabels.reproduce import bias_variance, findings, pair_tables
+from softlabels.reproduce.pair_tables import fmt as _fmt
 from softlabels.reproduce.plan import (
     Plan,
     finished_summary,
@@ -210,23 +211,6 @@ def plot_temperature(results: dict, path: Path) -> Path | None:
     return path
 
 
-def _pm(mean: float | None, std: float | None) -> str:
-    if mean is None:
-        return "—"
-    return f"{mean:.2f} ± {std:.2f}" if std is not None else f"{mean:.2f}"
-
-
-def _values_text(entry: dict) -> str:
-    if not entry["values"]:
-        return "defaults"
-    text = ", ".join(f"{k.split('.')[-1]} {v}" for k, v in entry["values"].items())
-    if entry["inherited_from"]:
-        text += f" (from {', '.join(entry['inherited_from'])})"
-    elif entry["selected"]:
-        text += " (val)"
-    return text
-
-
 def markdown(plan: Plan, results: dict, figure: Path | None, doc_dir: Path,
              curve_figure: Path | None = None) -> str:
     lines = [f"# Results: {plan.name}", "",
@@ -247,32 +231,9 @@ def markdown(plan: Plan, results: dict, figure: Path | None, doc_dir: Path,
                      f"`{(t['sha256'] or '—')[:16]}` | `{t['checkpoint']}` |")
     lines.append("")
     for pair_name, pair in results["pairs"].items():
-        teacher = results["teachers"][pair["teacher"]]
-        lines += [f"## {pair_name}: {pair['teacher_model']} → {pair['student']}", "",
-                  "| Row | best | last | seeds | hyperparameters | per-seed best |", "|---|---|---|---|---|---|",
-                  f"| Teacher ({pair['teacher_model']}) | {_fmt(teacher['best_top1'])} | {_fmt(teacher['last_top1'])} | 1 "
-                  f"| trained once | — |"]
-        for name, e in pair["methods"].items():
-            name = plan.methods[name].label or name
-            missing = f" (+{len(e['missing_seeds'])} missing)" if e["missing_seeds"] else ""
-            lines.append(f"| {name} | {_pm(e['best_mean'], e['best_std'])} | {_pm(e['last_mean'], e['last_std'])} | "
-                         f"{len(e['seeds'])}{missing} | {_values_text(e)} | "
-                         f"{', '.join(f'{v:.2f}' for v in e['best'])} |")
-        lines.append("")
-        if pair["paired"] and plan.results.version >= 2:
-            lines += _paired_table_v2(plan, pair["paired"])
-        elif pair["paired"]:
-            lines += ["Paired over seeds (same seed = same data order, augmentation and initialisation):", "",
-                      "| Comparison | metric | mean diff | std | wins/losses | t | p (two-sided) |",
-                      "|---|---|---|---|---|---|---|"]
-            for comp, res in pair["paired"].items():
-                a, b = comp.split("-", 1)
-                for key in ("best", "last"):
-                    r = res[key]
-                    lines.append(f"| {plan.methods[a].label or a} − {plan.methods[b].label or b} | {key} | {_fmt(r['mean_diff'], '+.2f')} | "
-                                 f"{_fmt(r['std_diff'])} | {r['wins']}/{r['losses']} of {r['n']} | "
-                                 f"{_fmt(r['t'])} | {_fmt(r['p'], '.3f')} |")
-            lines.append("")
+        lines += [f"## {pair_name}: {pair['teacher_model']} → {pair['student']}", ""]
+        lines += pair_tables.rows_section(plan, pair, results["teachers"][pair["teacher"]])
+        lines += pair_tables.paired_section(plan, pair["paired"])
     lines += ["## Selection on the validation split", "",
               "| Pair | Method | step | key | value | val top-1 | chosen |", "|---|---|---|---|---|---|---|"]
     chosen = results["selection"]["chosen"]
@@ -297,23 +258,6 @@ def markdown(plan: Plan, results: dict, figure: Path | None, doc_dir: Path,
     if plan.results.notes and Path(plan.results.notes).is_file():
         lines += [Path(plan.results.notes).read_text().rstrip(), ""]
     return "\n".join(lines)
-
-
-def _paired_table_v2(plan: Plan, paired: dict) -> list[str]:
-    lines = ["Paired over seeds (same seed = same data order, augmentation and initialisation); difference in "
-             "top-1 points with its 95 % confidence interval, Cohen's d_z (mean / std of the differences) and the "
-             "paired t-test:", "",
-             "| Comparison | metric | mean diff [95 % CI] | d_z | wins/losses | t | p (two-sided) |",
-             "|---|---|---|---|---|---|---|"]
-    for comp, res in paired.items():
-        a, b = comp.split("-", 1)
-        for key in ("best", "last"):
-            r = res[key]
-            ci = f" [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]" if r["ci_low"] is not None else ""
-            lines.append(f"| {plan.methods[a].label or a} − {plan.methods[b].label or b} | {key} | "
-                         f"{_fmt(r['mean_diff'], '+.2f')}{ci} | {_fmt(r['d_z'], '+.2f')} | "
-                         f"{r['wins']}/{r['losses']} of {r['n']} | {_fmt(r['t'])} | {_fmt(r['p'], '.3f')} |")
-    return [*lines, ""]
 
 
 def _v2_sections(plan: Plan, results: dict, curve_figure: Path | None, doc_dir: Path) -> list[str]:
@@ -350,10 +294,6 @@ def _v2_sections(plan: Plan, results: dict, curve_figure: Path | None, doc_dir: 
     lines += bias_variance.markdown_lines(results.get("bias_variance"))
     lines += findings.claims(plan, results, shares or {"rows": {}, "paired": {}})
     return lines
-
-
-def _fmt(v: Any, spec: str = ".2f") -> str:
-    return "—" if v is None else format(v, spec)
 
 
 def _rel_to(path: Path, start: Path) -> str:

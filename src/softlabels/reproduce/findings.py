@@ -146,6 +146,39 @@ def _sentence(title: str, res: dict, if_higher: str, if_lower: str, if_unclear: 
     return f"- **{title}**: {_ci(res, unit)}. {verdict}"
 
 
+def _grid_lines(roles: dict, rows: dict, label: dict, where: str = "") -> list[str]:
+    """The scaling x weighting comparisons of one grid, {role: row}; a comparison whose rows did not run is left
+    out. ``where`` is appended to every title (e.g. ", 30 epochs")."""
+    r = roles.get
+    checks = [
+        ("wsl", "kd", "the paper's headline comparison",
+         "WSL beats KD here, as the paper reports.", "WSL is worse than KD here, against the paper's claim.",
+         "The difference is within the noise of these seeds: the paper's claim is not confirmed here."),
+        ("wsl", "kd_same_scale", "same loss scale: only the sample weights differ",
+         "The sample weights themselves help.", "The sample weights themselves hurt.",
+         "No measurable effect of the sample weights once the loss scale is the same."),
+        ("kd_same_scale", "kd", "loss scale alone, no weights",
+         "The scaling alone (CE 1 / soft alpha) is better than KD's usual scaling.",
+         "The scaling alone is worse than KD's usual scaling.", "The loss scaling alone makes no clear difference."),
+        ("wsl_kd_scale", "kd", "the weights at KD's scaling",
+         "The weights help at KD's scaling too.", "The weights hurt at KD's scaling.",
+         "No clear effect of the weights at KD's scaling."),
+        ("filtered", "kd_same_scale", "filtering",
+         "Dropping the soft loss of regularization samples helps, in line with the paper's argument that it hurts.",
+         "Dropping it hurts: here the regularization samples' soft loss is useful, against the paper's argument.",
+         "Dropping it makes no clear difference."),
+        ("kd", "student", "KD's gain over the student", "KD helps.", "KD hurts.", "No clear gain from KD."),
+        ("wsl", "student", "WSL's gain over the student", "WSL helps.", "WSL hurts.", "No clear gain from WSL."),
+    ]
+    out = []
+    for a, b, what, hi, lo, unclear in checks:
+        ra, rb = r(a), r(b)
+        if ra in rows and rb in rows and rows[ra]["seeds"] and rows[rb]["seeds"]:
+            title = f"{label.get(ra)} − {label.get(rb)} ({what}{where})"
+            out.append(_sentence(title, compare(rows[ra], rows[rb], "best"), hi, lo, unclear))
+    return out
+
+
 def claims(plan: Plan, results: dict, share_data: dict) -> list[str]:
     """Markdown lines of the "what this says about WSL" section (empty without ``results.claims``)."""
     c = plan.results.claims
@@ -157,32 +190,7 @@ def claims(plan: Plan, results: dict, share_data: dict) -> list[str]:
              f"Generated from the numbers above (pair {c.pair}, test top-1 at the validation-chosen epoch, paired "
              "by seed). A claim is called supported or contradicted only when the 95 % confidence interval of the "
              "paired difference excludes 0; otherwise this benchmark cannot tell.", ""]
-
-    def cmp(a: str | None, b: str | None) -> dict | None:
-        return compare(rows[a], rows[b], "best") if a in rows and b in rows else None
-
-    checks = [
-        (c.wsl, c.kd, f"{label.get(c.wsl)} − {label.get(c.kd)} (the paper's headline comparison)",
-         "WSL beats KD here, as the paper reports.", "WSL is worse than KD here, against the paper's claim.",
-         "The difference is within the noise of these seeds: the paper's claim is not confirmed here."),
-        (c.wsl, c.kd_same_scale, f"{label.get(c.wsl)} − {label.get(c.kd_same_scale)} (same loss scale: only the "
-         "sample weights differ)", "The sample weights themselves help.", "The sample weights themselves hurt.",
-         "No measurable effect of the sample weights once the loss scale is the same."),
-        (c.kd_same_scale, c.kd, f"{label.get(c.kd_same_scale)} − {label.get(c.kd)} (loss scale alone, no weights)",
-         "The scaling alone (CE 1 / soft alpha) is better than KD's usual scaling.",
-         "The scaling alone is worse than KD's usual scaling.", "The loss scaling alone makes no clear difference."),
-        (c.wsl_kd_scale, c.kd, f"{label.get(c.wsl_kd_scale)} − {label.get(c.kd)} (the weights at KD's scaling)",
-         "The weights help at KD's scaling too.", "The weights hurt at KD's scaling.",
-         "No clear effect of the weights at KD's scaling."),
-        (c.filtered, c.kd_same_scale, f"{label.get(c.filtered)} − {label.get(c.kd_same_scale)} (filtering)",
-         "Dropping the soft loss of regularization samples helps, in line with the paper's argument that it hurts.",
-         "Dropping it hurts: here the regularization samples' soft loss is useful, against the paper's argument.",
-         "Dropping it makes no clear difference."),
-    ]
-    for a, b, title, hi, lo, unclear in checks:
-        res = cmp(a, b)
-        if res is not None:
-            lines.append(_sentence(title, res, hi, lo, unclear))
+    lines += _grid_lines(c.roles(), rows, label, f", {plan.epochs_of(c.wsl)} epochs")
     for name, s in sorted(share_data["rows"].items()):
         if not name.startswith(f"{c.pair}/"):
             continue
@@ -207,33 +215,32 @@ def claims(plan: Plan, results: dict, share_data: dict) -> list[str]:
                                res, "WSL training raised the share.", "WSL training lowered the share.",
                                "No clear difference in the share.", unit="pp"))
     lines += bias_variance.claim_lines(results.get("bias_variance"))
-    lines += _long_schedule(c, rows, label)
+    lines += _shorter_schedule(plan, c, rows, label)
     lines += _strength(plan, results, label)
     lines.append("")
     return lines
 
 
-def _long_schedule(c, rows: dict, label: dict) -> list[str]:
-    """Convergence (the student on the longer schedule vs the shorter one) and the comparisons repeated there."""
-    long = c.long_schedule
+def _shorter_schedule(plan: Plan, c, rows: dict, label: dict) -> list[str]:
+    """Convergence (the student on the main schedule vs the shorter one), then the grid's comparisons again on
+    the shorter schedule (``claims.shorter_schedule``, {role: row})."""
+    short = c.shorter_schedule
+    if not short:
+        return []
     out = []
-
-    def line(a: str | None, b: str | None, title: str, hi: str, lo: str, unclear: str) -> None:
-        if a in rows and b in rows and rows[a]["seeds"] and rows[b]["seeds"]:
-            out.append(_sentence(title, compare(rows[a], rows[b], "best"), hi, lo, unclear))
-
-    s_long, s_short = long.get("student"), c.student
-    line(s_long, s_short, f"Convergence: {label.get(s_long)} − {label.get(s_short)}",
-         "The shorter schedule has not converged for the student alone: its gains from distillation include "
-         "faster convergence, so the rows below repeat the comparison on the longer schedule.",
-         "The longer schedule is worse for the student alone (over-fitting): the shorter one is enough.",
-         "Doubling the schedule makes no clear difference to the student alone: the shorter schedule has converged.")
-    for a, b, what in (("wsl", "kd", "the headline comparison"), ("wsl", "kd_same_scale", "only the weights differ"),
-                       ("kd", "student", "KD's gain"), ("wsl", "student", "WSL's gain")):
-        ra, rb = long.get(a), long.get(b)
-        line(ra, rb, f"Longer schedule, {label.get(ra)} − {label.get(rb)} ({what})", "Higher on the longer schedule.",
-             "Lower on the longer schedule.", "No clear difference on the longer schedule.")
-    return out
+    s_long, s_short = c.student, short.get("student")
+    if s_long in rows and s_short in rows and rows[s_long]["seeds"] and rows[s_short]["seeds"]:
+        out.append(_sentence(
+            f"Convergence: {label.get(s_long)} − {label.get(s_short)}", compare(rows[s_long], rows[s_short], "best"),
+            "The shorter schedule has not converged for the student alone: the comparisons above are on the longer "
+            "one; below, the same comparisons on the shorter schedule, where distillation's gains include faster "
+            "convergence.",
+            "The longer schedule is worse for the student alone (over-fitting): the shorter one is enough.",
+            "Doubling the schedule makes no clear difference to the student alone: the shorter schedule has "
+            "converged."))
+    wsl_short = short.get("wsl")
+    where = f", {plan.epochs_of(wsl_short)} epochs" if wsl_short in plan.methods else ""
+    return out + _grid_lines(short, rows, label, where)
 
 
 def _strength(plan: Plan, results: dict, label: dict) -> list[str]:

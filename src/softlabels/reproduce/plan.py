@@ -69,6 +69,9 @@ class SelectionSpec(_Strict):
     on_pair: str | None = Field(None, description="search on this pair only and use its choice for every pair")
 
 
+CLAIM_ROLES = ("student", "kd", "kd_same_scale", "wsl", "wsl_kd_scale", "filtered")
+
+
 class ClaimsSpec(_Strict):
     """Rows that the generated "what this says about WSL" section compares (version 2 reports)."""
 
@@ -81,9 +84,14 @@ class ClaimsSpec(_Strict):
     filtered: str | None = Field(None, description="soft loss of regularization samples removed")
     strength: dict[str, list[str]] = Field(
         default_factory=dict, description="{pair: [student row, KD row, WSL row]} for the teacher-strength comparison")
-    long_schedule: dict[str, str] = Field(
-        default_factory=dict, description="{role: row} of the same rows on a longer schedule (roles student, kd, "
-                                          "kd_same_scale, wsl): the convergence check and the comparisons again there")
+    shorter_schedule: dict[str, str] = Field(
+        default_factory=dict, description="{role: row} of the same grid on a shorter schedule (roles student, kd, "
+                                          "kd_same_scale, wsl, wsl_kd_scale, filtered): the convergence check "
+                                          "(student vs this student) and the comparisons again there")
+
+    def roles(self) -> dict[str, str | None]:
+        """{role: row} of the main grid (CLAIM_ROLES)."""
+        return {role: getattr(self, role) for role in CLAIM_ROLES}
 
 
 class BiasVarianceSpec(_Strict):
@@ -99,6 +107,20 @@ class BiasVarianceSpec(_Strict):
     compare: dict[str, str] = Field(default_factory=dict,
                                     description="{row: other}: row − other on the row's regularization samples")
     checkpoint: Literal["best", "last"] = "best"
+
+
+class GroupSpec(_Strict):
+    """A sub-table of each pair's rows in the report (version 2 layouts)."""
+
+    title: str
+    rows: list[str] = Field(min_length=1, description="rows in this table, in this order")
+    baseline: str | list[str] | None = Field(
+        None, description="row whose paired best top-1 difference is shown (Δ column); a list: the first of them "
+                          "that runs on the pair")
+    note: str | None = Field(None, description="a sentence printed under the title")
+
+    def baselines(self) -> list[str]:
+        return [self.baseline] if isinstance(self.baseline, str) else list(self.baseline or [])
 
 
 class ResultsSpec(_Strict):
@@ -119,6 +141,8 @@ class ResultsSpec(_Strict):
         default_factory=dict, description="{row: [rows]}: compare the regularization-sample share seed by seed")
     claims: ClaimsSpec | None = None
     bias_variance: BiasVarianceSpec | None = None
+    groups: list[GroupSpec] = Field(
+        default_factory=list, description="split each pair's row table into these titled tables (rest: 'Other rows')")
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
@@ -157,7 +181,8 @@ class Plan(_Strict):
             raise ValueError(f"selection.on_pair: unknown pair {self.selection.on_pair!r}")
         res = self.results
         for key, table in (("paired", res.paired), ("share_paired", res.share_paired),
-                           ("curves", {r: [] for r in res.curves}), ("share", {r: [] for r in res.share})):
+                           ("curves", {r: [] for r in res.curves}), ("share", {r: [] for r in res.share}),
+                           ("groups", {r: [] for g in res.groups for r in [*g.rows, *g.baselines()]})):
             for row, others in table.items():
                 for name in [row, *others]:
                     if name not in self.methods:
@@ -166,11 +191,11 @@ class Plan(_Strict):
             c = res.claims
             if c.pair not in self.pairs:
                 raise ValueError(f"results.claims.pair: unknown pair {c.pair!r}")
-            named = [c.student, c.kd, c.kd_same_scale, c.wsl, c.wsl_kd_scale, c.filtered, *c.long_schedule.values()]
-            extra = set(c.long_schedule) - {"student", "kd", "kd_same_scale", "wsl"}
+            named = [*c.roles().values(), *c.shorter_schedule.values()]
+            extra = set(c.shorter_schedule) - set(CLAIM_ROLES)
             if extra:
-                raise ValueError(f"results.claims.long_schedule: unknown roles {sorted(extra)} (use student, kd, "
-                                 "kd_same_scale, wsl)")
+                raise ValueError(f"results.claims.shorter_schedule: unknown roles {sorted(extra)} (use "
+                                 f"{', '.join(CLAIM_ROLES)})")
             for pair, rows in c.strength.items():
                 if pair not in self.pairs:
                     raise ValueError(f"results.claims.strength: unknown pair {pair!r}")
@@ -202,6 +227,11 @@ class Plan(_Strict):
 
     def method_seeds(self, method: str) -> list[int]:
         return list(self.methods[method].seeds or self.seeds)
+
+    def epochs_of(self, method: str) -> int | None:
+        """The schedule length (epochs) of a row: its own override, else the plan's base."""
+        own = get_dotted(self.methods[method].overrides, "schedule.epochs")
+        return own if own is not None else get_dotted(self.base, "schedule.epochs")
 
     def select_steps(self) -> int:
         return max((len(m.select) for m in self.methods.values()), default=0)
