@@ -426,3 +426,14 @@ def test_test_eval_at_end_after_a_resume_reads_the_best_weights_from_best_pt(tmp
 def test_test_eval_when_best_needs_a_validation_split(tmp_path, tiny):
     with pytest.raises(ConfigError, match="data.val_split"):
         validate_config(tiny(tmp_path, runtime={"progress": False, "device": "cpu", "test_eval": "when_best"}))
+
+
+def test_best_test_metrics_reads_the_best_row_else_the_last_rows_best_test_fields():
+    from softlabels.engine.summary import best_test_metrics
+
+    assert best_test_metrics({"test_top1": 80.0, "test_top5": 99.0}, {"best_test_top1": 70.0}) == {
+        "top1": 80.0, "top5": 99.0}
+    assert best_test_metrics({"val_top1": 81.0}, {"best_test_top1": 82.5, "best_test_top5": 99.5}) == {
+        "top1": 82.5, "top5": 99.5}  # test_eval at_end: the best epoch was not tested
+    assert best_test_metrics({"test_top1": float("nan")}, {"best_test_top1": 1.0})["top1"] == 1.0
+    assert best_test_metrics({}, {}) == {"top1": None, "top5": None}

@@ -1,8 +1,19 @@
 """The run summary (summary.json) built from a Trainer and its metrics.jsonl."""
 from __future__ import annotations
 
+import math
+
 from softlabels.engine.env import environment
 from softlabels.models.base import count_parameters
+
+
+def best_test_metrics(best_row: dict, last_row: dict) -> dict:
+    """{"top1", "top5"} test metrics (%) of the best-validation weights: from the best epoch's row, or, when that
+    epoch was not tested (``runtime.test_eval: at_end``), from the ``best_test_*`` fields of the last row."""
+    top1 = best_row.get("test_top1")
+    if isinstance(top1, (int, float)) and not isinstance(top1, bool) and math.isfinite(top1):
+        return {"top1": top1, "top5": best_row.get("test_top5")}
+    return {"top1": last_row.get("best_test_top1"), "top5": last_row.get("best_test_top5")}
 
 
 def run_summary(trainer, wall: float, images_per_s: float | None) -> dict:
@@ -13,6 +24,7 @@ def run_summary(trainer, wall: float, images_per_s: float | None) -> dict:
     if images_per_s is None:
         rates = [r["images_per_s"] for r in rows if r.get("images_per_s")]
         images_per_s = sum(rates) / len(rates) if rates else None
+    best_test = best_test_metrics(best_row, last)
     return {
         "name": trainer.exp.name,
         "method": trainer.exp.method.name,
@@ -28,9 +40,8 @@ def run_summary(trainer, wall: float, images_per_s: float | None) -> dict:
         "best_selected_on_test_set": trainer.data.val is None,
         "best_selection_note": None if trainer.data.val is not None else (
             "no validation split: the best epoch was chosen on the test set, so best_top1 is optimistic"),
-        # runtime.test_eval at_end: the best weights' test metrics sit on the last row as best_test_*
-        "best_top1": best_row.get("test_top1", last.get("best_test_top1")),
-        "best_top5": best_row.get("test_top5", last.get("best_test_top5")),
+        "best_top1": best_test["top1"],
+        "best_top5": best_test["top5"],
         "best_val_top1": best_row.get("val_top1"),
         "last_top1": last.get("test_top1"),
         "last_top5": last.get("test_top5"),

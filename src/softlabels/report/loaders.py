@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from softlabels.analysis.results import AnalysisResult, load_result
+from softlabels.engine.summary import best_test_metrics
 from softlabels.errors import UserError
 
 __all__ = ["AnalysisFile", "Run", "collect", "is_run_dir", "load_analysis", "load_run"]
@@ -90,10 +91,8 @@ class Run:
             return None
         best = max(scored, key=lambda r: r[by])
         last = tested[-1]
-        # runtime.test_eval at_end: the best weights' test metrics are on the last row as best_test_*
-        best_test = best if is_number(best.get("test_top1")) else {
-            "test_top1": last.get("best_test_top1"), "test_top5": last.get("best_test_top5")}
-        derived = {"best_top1": best_test.get("test_top1"), "best_top5": best_test.get("test_top5"),
+        best_test = best_test_metrics(best, last)
+        derived = {"best_top1": best_test["top1"], "best_top5": best_test["top5"],
                    "best_epoch": best.get("epoch"), "last_top1": last.get("test_top1"),
                    "last_top5": last.get("test_top5"), "epochs": len(self.rows)}
         return derived.get(key)
